@@ -1,0 +1,81 @@
+"""The one result shape every audit check emits, and how it is stored.
+
+Like cleanlab's Datalab issue managers: a boolean flag and a 0-1 score per row (higher means
+more of an issue), a dataset-level summary, and optional pair evidence (near-duplicates,
+conflicting neighbours, contamination).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..store import Store
+
+
+@dataclass
+class CheckResult:
+    check: str
+    dataset: str
+    idx: np.ndarray                     # instance idx, int64
+    flag: np.ndarray                    # bool
+    score: np.ndarray                   # float in [0, 1]
+    summary: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    cluster_id: np.ndarray | None = None  # int64, -1 / NaN for none
+    details: list[dict[str, Any] | None] | None = None
+    pairs: pl.DataFrame | None = None   # idx_a, idx_b, score, evidence (JSON str), [other_dataset]
+
+    def __post_init__(self) -> None:
+        n = len(self.idx)
+        for name in ("flag", "score"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{self.check}: {name} has {len(getattr(self, name))} rows, idx has {n}")
+        s = np.asarray(self.score, dtype=float)
+        if n and (np.isnan(s).any() or s.min() < 0 or s.max() > 1):
+            raise ValueError(f"{self.check}: scores must lie in [0, 1]")
+
+    def frame(self) -> pl.DataFrame:
+        cols: dict[str, Any] = {
+            "idx": np.asarray(self.idx, dtype=np.int64),
+            "flag": np.asarray(self.flag, dtype=bool),
+            "score": np.asarray(self.score, dtype=np.float64),
+        }
+        if self.cluster_id is not None:
+            cols["cluster_id"] = pl.Series(np.asarray(self.cluster_id)).cast(pl.Int64)
+        else:
+            cols["cluster_id"] = pl.Series([None] * len(self.idx), dtype=pl.Int64)
+        cols["details"] = [json.dumps(d) if d is not None else None for d in self.details] if (
+            self.details is not None
+        ) else pl.Series([None] * len(self.idx), dtype=pl.Utf8)
+        return pl.DataFrame(cols)
+
+
+def save_result(store: Store, result: CheckResult) -> str:
+    """Store a check result atomically; returns its run id."""
+    run_id = f"{result.check}-{uuid.uuid4().hex[:12]}"
+    rows = result.frame().with_columns(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(result.dataset).alias("dataset"),
+        pl.lit(result.check).alias("check_name"),
+    )
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO check_runs (run_id, dataset, check_name, params, summary) VALUES (?, ?, ?, ?, ?)",
+            [run_id, result.dataset, result.check, json.dumps(result.params, default=str),
+             json.dumps(result.summary, default=str)],
+        )
+        store.insert_frame("check_rows", rows)
+        if result.pairs is not None and result.pairs.height:
+            pairs = result.pairs.with_columns(
+                pl.lit(run_id).alias("run_id"),
+                pl.lit(result.dataset).alias("dataset"),
+                pl.lit(result.check).alias("check_name"),
+            )
+            store.insert_frame("check_pairs", pairs)
+    return run_id

@@ -1,0 +1,181 @@
+"""Ingest: source file -> normalized instances in DuckDB, in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import InputError
+from ..progress import progress_bar
+from ..store import Store
+from . import formats
+from .readers import Record, read_records
+
+BATCH = 20_000
+NORMALIZER_VERSION = "1"
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    format: str
+    n_source: int
+    n_rows: int
+    n_rejected: int
+    unchanged: bool
+    seconds: float
+
+
+def fingerprint(path: Path, fmt: str, split: str | None, skip_invalid: bool = False) -> str:
+    """sha256 of the source bytes and the options that change what is ingested."""
+    h = hashlib.sha256(f"{NORMALIZER_VERSION}|{fmt}|{split}|{skip_invalid}|".encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(t: formats.Turn) -> str:
+    key = json.dumps([t.system, t.history, t.instruction, t.input, t.response], ensure_ascii=False)
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def _turns(records: Iterator[Record], fmt: str, path: Path, reject) -> Iterator[tuple[Record, formats.Turn]]:
+    """(record, turn) pairs; bad records go to `reject`, which raises or records them."""
+    if fmt == "oasst":
+        first = next(records, None)
+        if first is None:
+            return
+        records = _chain(first, records)
+        if isinstance(first.data, dict) and isinstance(first.data.get("prompt"), dict):
+            fmt = "oasst_tree"
+        else:
+            try:
+                yield from formats.oasst_messages(records)
+            except formats.LocatedError as e:
+                reject(e.record, e.err)
+                # An invalid message breaks its tree: skipping is not meaningful, so stop here.
+                raise InputError(str(path), e.record.location, e.err.field, e.err.reason) from None
+            return
+    norm = formats.oasst_tree if fmt == "oasst_tree" else formats.NORMALIZERS[fmt]
+    for rec in records:
+        if not isinstance(rec.data, dict):
+            reject(rec, formats.FieldError(None, f"expected an object, got {type(rec.data).__name__}"))
+            continue
+        try:
+            turns = list(norm(rec.data))
+        except formats.FieldError as e:
+            reject(rec, e)
+            continue
+        for t in turns:
+            yield rec, t
+
+
+def _counting(records: Iterator[Record], bar) -> Iterator[Record]:
+    for rec in records:
+        bar.advance(1)
+        yield rec
+
+
+def _chain(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
+    yield first
+    yield from rest
+
+
+def ingest(
+    store: Store,
+    path: str | Path,
+    name: str,
+    fmt: str = "auto",
+    *,
+    skip_invalid: bool = False,
+    split: str | None = None,
+    show_progress: bool = True,
+) -> IngestReport:
+    """Read `path`, normalize, and replace dataset `name` atomically. Idempotent on unchanged input."""
+    t0 = time.perf_counter()
+    path = Path(path)
+    if fmt != "auto" and fmt not in formats.FORMATS:
+        raise InputError(str(path), None, None, f"unknown format {fmt!r}; choose one of: auto, {', '.join(formats.FORMATS)}")
+    records = read_records(path, split)
+    first = next(records, None)
+    if first is None:
+        raise InputError(str(path), None, None, "no records in file")
+    if fmt == "auto":
+        try:
+            fmt = formats.detect(first.data)
+        except formats.FieldError as e:
+            raise InputError(str(path), first.location, e.field, e.reason) from None
+    fp = fingerprint(path, fmt, split, skip_invalid)
+    old = store.dataset_info(name)
+    if old is not None and old["fingerprint"] == fp and old["source_path"] == str(path.resolve()):
+        return IngestReport(name, fmt, old["n_source"], old["n_rows"], old["n_rejected"], True, time.perf_counter() - t0)
+
+    rejected: list[dict] = []
+
+    def reject(rec: Record, err: formats.FieldError) -> None:
+        if not skip_invalid:
+            raise InputError(str(path), rec.location, err.field, err.reason)
+        rejected.append({
+            "dataset": name, "file": str(path), "location": rec.location, "field": err.field,
+            "reason": err.reason, "raw": rec.raw if rec.raw is not None else json.dumps(rec.data, default=str, ensure_ascii=False)[:10_000],
+        })
+
+    allow_empty = fmt in formats.PROMPT_ONLY
+    n_rows = 0
+    batch: list[dict] = []
+    with store.transaction() as conn, progress_bar(f"ingest {name}", total=None, unit="records", enabled=show_progress) as bar:
+        for table in ("instances", "rejected_rows"):
+            conn.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
+        conn.execute("DELETE FROM datasets WHERE name = ?", [name])
+        counted = _counting(_chain(first, records), bar)
+        for rec, t in _turns(counted, fmt, path, reject):
+            if not allow_empty and not t.response.strip():
+                reject(rec, formats.FieldError("response", "empty response"))
+                continue
+            h = content_hash(t)
+            batch.append({
+                "dataset": name, "idx": n_rows, "instance_id": f"{rec.row}-{t.turn}-{h[:10]}",
+                "source_row": rec.row, "turn": t.turn, "system": t.system,
+                "history": json.dumps(t.history, ensure_ascii=False) if t.history else None,
+                "instruction": t.instruction, "input": t.input, "response": t.response,
+                "category": t.category, "source": t.source, "content_hash": h,
+                "raw": rec.raw if rec.raw is not None else json.dumps(rec.data, default=str, ensure_ascii=False),
+            })
+            n_rows += 1
+            if len(batch) >= BATCH:
+                store.insert_frame("instances", _frame(batch))
+                batch.clear()
+        store.insert_frame("instances", _frame(batch))
+        n_source = bar.count
+        if rejected:
+            store.insert_frame("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
+        if n_rows == 0:
+            raise InputError(str(path), None, None, "no valid instances in file")
+        conn.execute(
+            "INSERT INTO datasets (name, source_path, format, fingerprint, n_rows, n_source, n_rejected) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [name, str(path.resolve()), fmt, fp, n_rows, n_source, len(rejected)],
+        )
+    return IngestReport(name, fmt, n_source, n_rows, len(rejected), False, time.perf_counter() - t0)
+
+
+_SCHEMA = {
+    "dataset": pl.Utf8, "idx": pl.Int64, "instance_id": pl.Utf8, "source_row": pl.Int64,
+    "turn": pl.Int32, "system": pl.Utf8, "history": pl.Utf8, "instruction": pl.Utf8,
+    "input": pl.Utf8, "response": pl.Utf8, "category": pl.Utf8, "source": pl.Utf8,
+    "content_hash": pl.Utf8, "raw": pl.Utf8,
+}
+_REJECT_SCHEMA = {k: pl.Utf8 for k in ("dataset", "file", "location", "field", "reason", "raw")}
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=_SCHEMA)

@@ -1,0 +1,201 @@
+"""Stream records out of source files: json, jsonl, csv, parquet, and HF `datasets` on disk.
+
+Each reader yields `Record`s that know where they came from, so every later error can name
+the file and the line (text formats) or row (tabular formats).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclass(slots=True)
+class Record:
+    row: int              # 0-based record index in the source
+    location: str         # 'line 12' or 'row 7' (1-based, as a person counts)
+    data: Any             # the parsed record
+    raw: str | None = None  # its source text as JSON, when already at hand
+
+
+def file_kind(path: Path) -> str:
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (
+            path / "dataset_dict.json"
+        ).exists():
+            return "hf"
+        raise InputError(str(path), None, None, "directory is not a HF dataset saved with save_to_disk")
+    suffixes = [s.lower() for s in path.suffixes]
+    for kind, exts in (
+        ("jsonl", (".jsonl", ".ndjson")),
+        ("json", (".json",)),
+        ("parquet", (".parquet", ".pq")),
+        ("csv", (".csv", ".tsv")),
+    ):
+        if any(s in exts for s in suffixes):
+            return kind
+    raise InputError(str(path), None, None, f"unknown file type {path.suffix!r} (json, jsonl, parquet, csv, HF dataset dir)")
+
+
+def read_records(path: str | Path, split: str | None = None) -> Iterator[Record]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(str(p), None, None, "file does not exist")
+    kind = file_kind(p)
+    if kind == "json":
+        return _read_json(p)
+    return {"jsonl": _read_jsonl, "parquet": _read_parquet, "csv": _read_csv}.get(
+        kind, lambda q: _read_hf(q, split)
+    )(p)
+
+
+def _line_of(data: bytes | str, offset: int) -> int:
+    return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, offset) + 1
+
+
+def _decode(path: Path, data: bytes, line_offset: int = 0) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = line_offset + _line_of(data, e.start)
+        raise InputError(str(path), f"line {line}", None, f"invalid UTF-8 byte {data[e.start]:#04x} at byte {e.start}") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    row = 0
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            text = _decode(path, line, lineno - 1)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                why = "truncated JSON (unexpected end of line)" if e.pos >= len(text.rstrip()) else e.msg
+                raise InputError(str(path), f"line {lineno}", None, f"malformed JSON: {why} (column {e.colno})") from None
+            yield Record(row, f"line {lineno}", data, text.rstrip("\r\n"))
+            row += 1
+
+
+def _read_json(path: Path) -> Iterator[Record]:
+    """A JSON array (streamed element by element), a single object holding a list, or JSON lines."""
+    data = path.read_bytes()
+    text = _decode(path, data)
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError(str(path), "line 1", None, "empty file")
+    if stripped[0] == "{":
+        # Either JSON lines under a .json name, or one object wrapping a list.
+        first_nl = stripped.find("\n")
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            if first_nl != -1:
+                yield from _read_jsonl(path)
+                return
+            raise
+        lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict)] if isinstance(obj, dict) else []
+        if isinstance(obj, dict) and len(lists) == 1 and not {"messages", "conversations"} & obj.keys():
+            for i, item in enumerate(lists[0]):
+                yield Record(i, f"element {i + 1}", item)
+        else:
+            yield Record(0, "line 1", obj)
+        return
+    if stripped[0] != "[":
+        raise InputError(str(path), "line 1", None, "expected a JSON array, object or JSON lines")
+    dec = json.JSONDecoder()
+    pos = text.index("[") + 1
+    n = len(text)
+    row = 0
+
+    def skip_ws(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    pos = skip_ws(pos)
+    if pos < n and text[pos] == "]":
+        return
+    while True:
+        pos = skip_ws(pos)
+        if pos >= n:
+            raise InputError(str(path), f"line {_line_of(text, n)}", None, "truncated JSON array (file ends before ']')")
+        try:
+            item, end = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            truncated = e.pos >= len(text.rstrip())
+            why = "truncated JSON (file ends inside an element)" if truncated else e.msg
+            raise InputError(str(path), f"line {_line_of(text, e.pos)}", None, f"malformed JSON: {why} (element {row + 1})") from None
+        yield Record(row, f"element {row + 1} (line {_line_of(text, pos)})", item, text[pos:end])
+        row += 1
+        pos = skip_ws(end)
+        if pos >= n:
+            raise InputError(str(path), f"line {_line_of(text, n)}", None, "truncated JSON array (file ends before ']')")
+        if text[pos] == "]":
+            rest = text[pos + 1 :].strip()
+            if rest:
+                raise InputError(str(path), f"line {_line_of(text, pos + 1)}", None, "extra data after the JSON array")
+            return
+        if text[pos] != ",":
+            raise InputError(str(path), f"line {_line_of(text, pos)}", None, f"malformed JSON: expected ',' or ']' after element {row}")
+        pos += 1
+
+
+def _read_csv(path: Path) -> Iterator[Record]:
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open("rb") as fb:
+        f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
+        reader = csv.DictReader(f, delimiter=delim)
+        row = 0
+        while True:
+            try:
+                rec = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as e:
+                raise InputError(str(path), f"near line {reader.line_num + 1}", None, f"invalid UTF-8: {e.reason}") from None
+            except csv.Error as e:
+                raise InputError(str(path), f"line {reader.line_num}", None, f"malformed CSV: {e}") from None
+            if None in rec:
+                raise InputError(str(path), f"row {row + 1} (line {reader.line_num})", None, "more values than header columns")
+            yield Record(row, f"row {row + 1} (line {reader.line_num})", rec)
+            row += 1
+
+
+def _read_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for truncated or non-parquet files
+        raise InputError(str(path), None, None, f"unreadable parquet file: {e}") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for rec in batch.to_pylist():
+            yield Record(row, f"row {row + 1}", rec)
+            row += 1
+
+
+def _read_hf(path: Path, split: str | None) -> Iterator[Record]:
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds.keys())
+        chosen = split or ("train" if "train" in ds else names[0])
+        if chosen not in ds:
+            raise InputError(str(path), None, None, f"no split {chosen!r}; splits: {', '.join(names)}")
+        ds = ds[chosen]
+    row = 0
+    for batch in ds.iter(batch_size=2048):
+        keys = list(batch.keys())
+        for i in range(len(batch[keys[0]]) if keys else 0):
+            yield Record(row, f"row {row + 1}", {k: batch[k][i] for k in keys})
+            row += 1

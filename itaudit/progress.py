@@ -1,0 +1,46 @@
+"""One progress bar for all long work (rich), quiet when not wanted or not a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.console import Console
+
+
+class Bar:
+    def __init__(self, progress: Progress | None, task: int | None):
+        self._p, self._t, self.count = progress, task, 0
+
+    def advance(self, n: int = 1) -> None:
+        self.count += n
+        if self._p is not None and (self.count % 512 == 0 or n > 1):
+            self._p.update(self._t, completed=self.count)
+
+    def set_total(self, total: int | None) -> None:
+        if self._p is not None:
+            self._p.update(self._t, total=total)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None, unit: str = "items", enabled: bool = True) -> Iterator[Bar]:
+    """`with progress_bar("embed", total=n) as bar: bar.advance(k)` — renders to stderr."""
+    if not enabled:
+        yield Bar(None, None)
+        return
+    cols = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, console=Console(stderr=True), transient=False) as p:
+        task = p.add_task(description, total=total)
+        bar = Bar(p, task)
+        yield bar
+        p.update(task, completed=bar.count, total=total if total is not None else bar.count)
