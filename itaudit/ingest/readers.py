@@ -120,31 +120,42 @@ def _read_json(path: Path) -> Iterator[Record]:
             i += 1
         return i
 
+    # Line numbers are counted incrementally (counting from 0 for each element is quadratic).
+    line, line_pos = 1, 0
+
+    def line_at(i: int) -> int:
+        nonlocal line, line_pos
+        if i >= line_pos:
+            line += text.count("\n", line_pos, i)
+            line_pos = i
+            return line
+        return line - text.count("\n", i, line_pos)
+
     pos = skip_ws(pos)
     if pos < n and text[pos] == "]":
         return
     while True:
         pos = skip_ws(pos)
         if pos >= n:
-            raise InputError(str(path), f"line {_line_of(text, n)}", None, "truncated JSON array (file ends before ']')")
+            raise InputError(str(path), f"line {line_at(n)}", None, "truncated JSON array (file ends before ']')")
         try:
             item, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             truncated = e.pos >= len(text.rstrip())
             why = "truncated JSON (file ends inside an element)" if truncated else e.msg
-            raise InputError(str(path), f"line {_line_of(text, e.pos)}", None, f"malformed JSON: {why} (element {row + 1})") from None
-        yield Record(row, f"element {row + 1} (line {_line_of(text, pos)})", item, text[pos:end])
+            raise InputError(str(path), f"line {line_at(e.pos)}", None, f"malformed JSON: {why} (element {row + 1})") from None
+        yield Record(row, f"element {row + 1} (line {line_at(pos)})", item, text[pos:end])
         row += 1
         pos = skip_ws(end)
         if pos >= n:
-            raise InputError(str(path), f"line {_line_of(text, n)}", None, "truncated JSON array (file ends before ']')")
+            raise InputError(str(path), f"line {line_at(n)}", None, "truncated JSON array (file ends before ']')")
         if text[pos] == "]":
             rest = text[pos + 1 :].strip()
             if rest:
-                raise InputError(str(path), f"line {_line_of(text, pos + 1)}", None, "extra data after the JSON array")
+                raise InputError(str(path), f"line {line_at(pos + 1)}", None, "extra data after the JSON array")
             return
         if text[pos] != ",":
-            raise InputError(str(path), f"line {_line_of(text, pos)}", None, f"malformed JSON: expected ',' or ']' after element {row}")
+            raise InputError(str(path), f"line {line_at(pos)}", None, f"malformed JSON: expected ',' or ']' after element {row}")
         pos += 1
 
 
