@@ -32,12 +32,15 @@ for _mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # ITAUDIT_DEBUG=1 shows tracebacks for user-facing errors too.
     try:
         app(args=argv, standalone_mode=False)
     except ItauditError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except (KeyError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("ITAUDIT_DEBUG"):
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         console.print(f"[bold red]error:[/] {msg}", highlight=False)
         sys.exit(2)
