@@ -86,11 +86,10 @@ class Store:
         if frame.height == 0:
             return
         cols = ", ".join(f'"{c}"' for c in frame.columns)
-        self.conn.register("_itaudit_frame", frame.to_arrow())
-        try:
-            self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _itaudit_frame")
-        finally:
-            self.conn.unregister("_itaudit_frame")
+        # A replacement scan of a local variable, not `conn.register`: a registered Arrow table
+        # stays alive until the transaction ends, so a long ingest would hold every batch in RAM.
+        _itaudit_frame = frame.to_arrow()  # noqa: F841 (read by DuckDB by name)
+        self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _itaudit_frame")
 
     # -- reading ---------------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
