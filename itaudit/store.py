@@ -57,15 +57,17 @@ class Store:
     def migrate(self) -> int:
         """Apply pending forward migrations, each atomically. Returns the resulting version."""
         current = self.schema_version()
+        # Versions land out of order in a shared tree: apply every version not yet recorded.
+        applied = {r[0] for r in self.conn.execute("SELECT version FROM schema_version").fetchall()} if current else set()
         for version, name, sql in sqlfiles.migrations():
-            if version <= current:
+            if version in applied:
                 continue
             with self.transaction():
                 self.conn.execute(sql)
                 self.conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name]
                 )
-            current = version
+            current = max(current, version)
         return current
 
     # -- writing -------------------------------------------------------------
