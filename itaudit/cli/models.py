@@ -17,7 +17,7 @@ def load_items(prompts: Path | None, dataset: str | None, store, limit: int | No
     from ..models import dataset_prompts, read_prompts
 
     if (prompts is None) == (dataset is None):
-        raise typer.BadParameter("give either --prompts FILE or --dataset NAME")
+        raise ItauditError("give either --prompts FILE or --dataset NAME")
     if prompts is not None:
         return read_prompts(prompts, first_turn_only=not all_turns, limit=limit)
     return dataset_prompts(store, dataset, limit=limit, first_turn_only=not all_turns)

@@ -1,0 +1,191 @@
+"""Per-token statistics of a response under a base (and a tuned) model, memory-bounded.
+
+The transformer body runs once per batch of sequences; the LM head is then applied to the
+response positions only, a chunk of positions at a time, so no `(sequence, vocabulary)` float32
+block larger than one chunk ever exists (Gemma-3's 262k vocabulary makes full logits ~1 MB per
+position). Rank of a token = 1 + number of vocabulary entries with a strictly larger logit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_BUDGET_MB = 256
+_TEMPS = 5  # (chunk, vocab) float32 temporaries alive at once in `_chunk_stats`
+
+
+@dataclass
+class TokenStats:
+    rank: np.ndarray                 # int32, 1-based rank under the base model
+    base_prob: np.ndarray            # float64
+    tuned_prob: np.ndarray | None    # float64
+    kl: np.ndarray | None            # float64, KL(base || tuned) over the full vocabulary
+
+
+class Scorer:
+    """Hidden states + LM head of a causal LM (optionally a PeftModel with its adapter disabled)."""
+
+    def __init__(self, model: Any, *, disable_adapter: bool = False):
+        self.model = model
+        self.disable_adapter = disable_adapter
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.body = getattr(inner, inner.base_model_prefix)
+        self.head = inner.get_output_embeddings()
+        self.softcap = getattr(inner.config, "final_logit_softcapping", None)
+        self.vocab = int(self.head.weight.shape[0])
+        self._checked = False
+
+    def _ctx(self):
+        return self.model.disable_adapter() if self.disable_adapter else nullcontext()
+
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with self._ctx():
+            out = self.body(input_ids=ids, attention_mask=mask, use_cache=False)
+        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        with self._ctx():
+            x = self.head(h).float()
+        if self.softcap:
+            x = torch.tanh(x / self.softcap) * self.softcap
+        return x
+
+    @torch.inference_mode()
+    def check(self, ids: Sequence[int]) -> None:
+        """Once per model: body + head must reproduce the model's own forward logits."""
+        if self._checked:
+            return
+        t = torch.tensor([list(ids)[:16]], dtype=torch.long)
+        m = torch.ones_like(t)
+        with self._ctx():
+            ref = self.model(input_ids=t, attention_mask=m).logits.float()
+        ours = self.logits(self.hidden(t, m))
+        err = (ref - ours).abs().max().item()
+        if err > 1e-3 * max(1.0, ref.abs().max().item()):
+            raise RuntimeError(f"{type(self.model).__name__}: chunked LM head differs from forward() by {err:.3g}")
+        self._checked = True
+
+
+def chunk_size(vocab: int, budget_mb: float = DEFAULT_BUDGET_MB) -> int:
+    return max(1, int(budget_mb * 2**20 // (vocab * 4 * _TEMPS)))
+
+
+def _chunk_stats(lb: torch.Tensor, tgt: torch.Tensor, lt: torch.Tensor | None):
+    """Stats for one chunk: base logits `lb` (C, V), targets (C,), tuned logits `lt` or None."""
+    tl = lb.gather(1, tgt[:, None])
+    rank = (lb > tl).sum(1) + 1
+    lsb = torch.log_softmax(lb, dim=-1)
+    del lb
+    pb = lsb.gather(1, tgt[:, None]).squeeze(1).exp()
+    if lt is None:
+        return rank, pb, None, None
+    lst = torch.log_softmax(lt, dim=-1)
+    del lt
+    pt = lst.gather(1, tgt[:, None]).squeeze(1).exp()
+    lst.sub_(lsb).neg_()                 # log p_b - log p_t
+    lst.mul_(lsb.exp_())                 # p_b * (log p_b - log p_t)
+    kl = lst.sum(1).clamp_(min=0.0)
+    return rank, pb, pt, kl
+
+
+def _batch(seqs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(c) + len(r) for c, r in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (c, r) in enumerate(seqs):
+        s = c + r
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def _gather_positions(h: torch.Tensor, seqs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Hidden states at the positions predicting each response token, concatenated."""
+    parts = [h[i, len(c) - 1 : len(c) + len(r) - 1] for i, (c, r) in enumerate(seqs) if r]
+    return torch.cat(parts) if parts else h.new_zeros((0, h.shape[-1]))
+
+
+@torch.inference_mode()
+def score_batch(
+    base: Scorer,
+    base_seqs: list[tuple[list[int], list[int]]],
+    tuned: Scorer | None = None,
+    tuned_seqs: list[tuple[list[int], list[int]]] | None = None,
+    *,
+    pad_id: int = 0,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+) -> list[TokenStats]:
+    """Token stats for a batch of (context ids, response ids) pairs (right padding).
+
+    With `tuned`, `tuned_seqs` must hold the same response ids (same vocabulary) after the tuned
+    model's context; KL and the tuned probability are then computed at every response position.
+    """
+    if tuned is not None:
+        if tuned_seqs is None or [r for _, r in tuned_seqs] != [r for _, r in base_seqs]:
+            raise ValueError("tuned_seqs must hold the same response tokens as base_seqs")
+        if tuned.vocab != base.vocab:
+            raise ValueError(f"vocabulary sizes differ ({base.vocab} vs {tuned.vocab}): KL needs one vocabulary")
+    hb = _gather_positions(base.hidden(*_batch(base_seqs, pad_id)), base_seqs)
+    ht = _gather_positions(tuned.hidden(*_batch(tuned_seqs, pad_id)), tuned_seqs) if tuned is not None else None
+    tgt = torch.tensor([t for _, r in base_seqs for t in r], dtype=torch.long)
+    n = tgt.shape[0]
+    rank = np.empty(n, dtype=np.int32)
+    pb = np.empty(n, dtype=np.float64)
+    pt = np.empty(n, dtype=np.float64) if tuned is not None else None
+    kl = np.empty(n, dtype=np.float64) if tuned is not None else None
+    step = chunk_size(base.vocab, budget_mb)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        lb = base.logits(hb[s:e])
+        lt = tuned.logits(ht[s:e]) if tuned is not None else None
+        r_, pb_, pt_, kl_ = _chunk_stats(lb, tgt[s:e], lt)
+        del lb, lt
+        rank[s:e] = r_.numpy()
+        pb[s:e] = pb_.double().numpy()
+        if tuned is not None:
+            pt[s:e] = pt_.double().numpy()
+            kl[s:e] = kl_.double().numpy()
+    out: list[TokenStats] = []
+    o = 0
+    for _, r in base_seqs:
+        k = len(r)
+        out.append(TokenStats(rank[o : o + k], pb[o : o + k],
+                              pt[o : o + k] if pt is not None else None, kl[o : o + k] if kl is not None else None))
+        o += k
+    return out
+
+
+def score(
+    base: Scorer,
+    base_seqs: list[tuple[list[int], list[int]]],
+    tuned: Scorer | None = None,
+    tuned_seqs: list[tuple[list[int], list[int]]] | None = None,
+    *,
+    batch_size: int = 4,
+    pad_id: int = 0,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    on_batch: Any = None,
+) -> list[TokenStats]:
+    """`score_batch` over many sequences, batched by similar length; results in input order."""
+    if base_seqs:
+        base.check(base_seqs[0][0] + base_seqs[0][1])
+        if tuned is not None:
+            tuned.check(tuned_seqs[0][0] + tuned_seqs[0][1])
+    order = sorted(range(len(base_seqs)), key=lambda i: len(base_seqs[i][0]) + len(base_seqs[i][1]))
+    out: list[TokenStats | None] = [None] * len(base_seqs)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        got = score_batch(base, [base_seqs[i] for i in idx], tuned,
+                          [tuned_seqs[i] for i in idx] if tuned is not None else None,
+                          pad_id=pad_id, budget_mb=budget_mb)
+        for i, g in zip(idx, got, strict=True):
+            out[i] = g
+        if on_batch is not None:
+            on_batch(len(idx))
+    return out  # type: ignore[return-value]
