@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from . import formats
 from .readers import Record, read_records
 
 BATCH = 20_000
-NORMALIZER_VERSION = "1"
+INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
+BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
+NORMALIZER_VERSION = "2"
 
 
 @dataclass
@@ -44,8 +48,11 @@ def fingerprint(path: Path, fmt: str, split: str | None, skip_invalid: bool = Fa
     return h.hexdigest()
 
 
-def content_hash(t: formats.Turn) -> str:
-    key = json.dumps([t.system, t.history, t.instruction, t.input, t.response], ensure_ascii=False)
+def content_hash(t: formats.Turn, history_json: str | None = None) -> str:
+    """sha1 of the normalized fields (system, history, instruction, input, response)."""
+    if history_json is None:
+        history_json = json.dumps(t.history, ensure_ascii=False) if t.history else None
+    key = json.dumps([t.system, history_json, t.instruction, t.input, t.response], ensure_ascii=False)
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
@@ -78,6 +85,22 @@ def _turns(records: Iterator[Record], fmt: str, path: Path, reject) -> Iterator[
             continue
         for t in turns:
             yield rec, t
+
+
+@contextmanager
+def _memory_limit(store: Store) -> Iterator[None]:
+    """Cap DuckDB's buffer pool while ingesting, so the uncommitted rows of a big file are written
+    out to the database file instead of all held in RAM until COMMIT; restored afterwards."""
+    # Remember the first value seen: the setting reads back rounded ('18.8 GiB' -> '18.7 GiB').
+    old = getattr(store, "_itaudit_memory_limit", None)
+    if old is None:
+        old = store.conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        store._itaudit_memory_limit = old
+    store.conn.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    try:
+        yield
+    finally:
+        store.conn.execute(f"SET memory_limit = '{old}'")
 
 
 def _counting(records: Iterator[Record], bar) -> Iterator[Record]:
@@ -132,30 +155,57 @@ def ingest(
 
     allow_empty = fmt in formats.PROMPT_ONLY
     n_rows = 0
-    batch: list[dict] = []
-    with store.transaction() as conn, progress_bar(f"ingest {name}", total=None, unit="records", enabled=show_progress) as bar:
+    cols: dict[str, list] = {c: [] for c in _SCHEMA}
+    # Column lists and their sizes, flushed by rows or by characters held (long multi-turn
+    # records repeat their history and raw JSON per turn: a row cap alone does not bound memory).
+    (c_idx, c_iid, c_row, c_turn, c_sys, c_hist, c_ins, c_inp, c_resp, c_cat, c_src, c_hash, c_raw) = (
+        cols[c] for c in ("idx", "instance_id", "source_row", "turn", "system", "history", "instruction",
+                          "input", "response", "category", "source", "content_hash", "raw"))
+    held = 0
+
+    def flush() -> None:
+        nonlocal held
+        n = len(c_idx)
+        if n:
+            cols["dataset"] = [name] * n
+            store.insert_frame("instances", pl.DataFrame(cols, schema=_SCHEMA))
+            for v in cols.values():
+                v.clear()
+        held = 0
+
+    with _memory_limit(store), store.transaction() as conn, progress_bar(f"ingest {name}", total=None, unit="records", enabled=show_progress) as bar:
         for table in ("instances", "rejected_rows"):
             conn.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         conn.execute("DELETE FROM datasets WHERE name = ?", [name])
         counted = _counting(_chain(first, records), bar)
+        last_rec, last_raw = None, None
         for rec, t in _turns(counted, fmt, path, reject):
             if not allow_empty and not t.response.strip():
                 reject(rec, formats.FieldError("response", "empty response"))
                 continue
-            h = content_hash(t)
-            batch.append({
-                "dataset": name, "idx": n_rows, "instance_id": f"{rec.row}-{t.turn}-{h[:10]}",
-                "source_row": rec.row, "turn": t.turn, "system": t.system,
-                "history": json.dumps(t.history, ensure_ascii=False) if t.history else None,
-                "instruction": t.instruction, "input": t.input, "response": t.response,
-                "category": t.category, "source": t.source, "content_hash": h,
-                "raw": rec.raw if rec.raw is not None else json.dumps(rec.data, default=str, ensure_ascii=False),
-            })
+            hist = json.dumps(t.history, ensure_ascii=False) if t.history else None
+            h = content_hash(t, hist)
+            if rec is not last_rec:  # the raw JSON of a multi-turn record is computed once
+                last_rec = rec
+                last_raw = rec.raw if rec.raw is not None else json.dumps(rec.data, default=str, ensure_ascii=False)
+            c_idx.append(n_rows)
+            c_iid.append(f"{rec.row}-{t.turn}-{h[:10]}")
+            c_row.append(rec.row)
+            c_turn.append(t.turn)
+            c_sys.append(t.system)
+            c_hist.append(hist)
+            c_ins.append(t.instruction)
+            c_inp.append(t.input)
+            c_resp.append(t.response)
+            c_cat.append(t.category)
+            c_src.append(t.source)
+            c_hash.append(h)
+            c_raw.append(last_raw)
             n_rows += 1
-            if len(batch) >= BATCH:
-                store.insert_frame("instances", _frame(batch))
-                batch.clear()
-        store.insert_frame("instances", _frame(batch))
+            held += len(last_raw) + len(t.response) + len(t.instruction) + (len(hist) if hist else 0)
+            if len(c_idx) >= BATCH or held >= BATCH_CHARS:
+                flush()
+        flush()
         n_source = bar.count
         if rejected:
             store.insert_frame("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
@@ -175,7 +225,3 @@ _SCHEMA = {
     "content_hash": pl.Utf8, "raw": pl.Utf8,
 }
 _REJECT_SCHEMA = {k: pl.Utf8 for k in ("dataset", "file", "location", "field", "reason", "raw")}
-
-
-def _frame(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=_SCHEMA)
