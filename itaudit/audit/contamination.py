@@ -78,7 +78,7 @@ def _embed(store: Store, dataset: str, show_progress: bool, cache: dict) -> np.n
     """Cached, L2-normalized all-MiniLM embeddings of instruction + input, aligned with idx."""
     from ..embed import Embedder, embed_dataset
 
-    if "embedder" not in cache:
+    if cache.get("embedder") is None:
         cache["embedder"] = Embedder()
     return embed_dataset(store, dataset, "prompt", embedder=cache["embedder"], show_progress=show_progress)
 
@@ -87,7 +87,7 @@ def _snippet(ws: list[str], start: int, end: int, pad: int = 0) -> str:
     return " ".join(ws[max(0, start - pad): end + pad])
 
 
-def contamination_check(
+def _contamination(
     store: Store,
     dataset: str,
     *,
@@ -100,16 +100,12 @@ def contamination_check(
     embed_threshold: float = 0.92,
     it_fields: Sequence[str] = ("instruction", "input", "response"),
     eval_fields: Sequence[str] = ("instruction", "input", "response"),
-    mark_eval: bool = True,
     max_pairs_per_row: int = 5,
     chunk: int = 4096,
     show_progress: bool = False,
-) -> CheckResult:
-    """Contamination of `dataset` by the eval datasets `against` (names in the same store).
-
-    With `mark_eval`, also saves a `contamination` result on each eval dataset flagging its
-    items found in `dataset` (the other direction).
-    """
+    embedder: object | None = None,
+) -> tuple[CheckResult, list[CheckResult]]:
+    """(result on `dataset`, one result per eval set flagging its items found in `dataset`)."""
     if isinstance(against, str):
         against = [a.strip() for a in against.split(",") if a.strip()]
     if not against:
@@ -134,7 +130,7 @@ def contamination_check(
     reverse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[dict | None]]] = {}
     it_prompt_vecs: np.ndarray | None = None
     it_codes: list[list[np.ndarray]] | None = None
-    emb_cache: dict = {}
+    emb_cache: dict = {"embedder": embedder}
 
     for ev in against:
         evdf = store.query(f"SELECT idx, {', '.join(sorted(set(eval_fields) | {'instruction', 'input'}))} "
@@ -273,17 +269,42 @@ def contamination_check(
                "n_any_ngram": int((best_cov > 0).sum()), "by_eval_set": per_eval}
     result = CheckResult("contamination", dataset, it_idx, flag, score, summary=summary, params=params,
                          details=details, pairs=pairs)
+    back_results = []
+    for ev, (ev_idx, ev_flag, ev_score, ev_details) in reverse.items():
+        back = pairs.filter(pl.col("other_dataset") == ev).select(
+            pl.col("idx_b").alias("idx_a"), pl.col("idx_a").alias("idx_b"),
+            pl.lit(dataset).alias("other_dataset"), "score", "evidence")
+        back_results.append(CheckResult(
+            "contamination", ev, ev_idx, ev_flag, np.clip(ev_score, 0, 1),
+            summary={"n": int(len(ev_idx)), "n_flagged": int(ev_flag.sum()), "direction": "eval items found in",
+                     "found_in": dataset, **per_eval[ev]},
+            params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
+    return result, back_results
+
+
+def contamination_check(store: Store, dataset: str, *, against: Sequence[str] | str = (),
+                        mark_eval: bool = True, **params) -> CheckResult:
+    """Contamination of `dataset` by the eval datasets `against` (names in the same store).
+
+    With `mark_eval`, also saves a `contamination` result on each eval dataset flagging its
+    items found in `dataset` (the other direction). Keyword params: see `_contamination`.
+    """
+    result, back = _contamination(store, dataset, against=against, **params)
     if mark_eval:
-        for ev, (ev_idx, ev_flag, ev_score, ev_details) in reverse.items():
-            back = pairs.filter(pl.col("other_dataset") == ev).select(
-                pl.col("idx_b").alias("idx_a"), pl.col("idx_a").alias("idx_b"),
-                pl.lit(dataset).alias("other_dataset"), "score", "evidence")
-            save_result(store, CheckResult(
-                "contamination", ev, ev_idx, ev_flag, np.clip(ev_score, 0, 1),
-                summary={"n": int(len(ev_idx)), "n_flagged": int(ev_flag.sum()), "direction": "eval items found in",
-                         "found_in": dataset, **per_eval[ev]},
-                params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
+        for b in back:
+            save_result(store, b)
     return result
+
+
+def contamination(ctx, against: Sequence[str] | str = (), **params) -> list[CheckResult]:
+    """Runner entry point: the result on the dataset, then one per eval set (other direction)."""
+    if not against:
+        raise ItauditError("check contamination needs eval sets ingested as datasets: "
+                           "itaudit audit NAME --checks contamination --against mmlu,gsm8k")
+    params.setdefault("show_progress", ctx.show_progress)
+    params.setdefault("embedder", ctx.embedder if params.get("embeddings", True) else None)
+    result, back = _contamination(ctx.store, ctx.dataset, against=against, **params)
+    return [result, *back]
 
 
 def _pairs_frame(rows: list[dict], flag: np.ndarray, it_idx: np.ndarray, per_row: int) -> pl.DataFrame:

@@ -213,3 +213,9 @@ def novelty_check(
         params={"model": model_id, "limit": limit, "seed": seed, "max_tokens": max_tokens,
                 "flag_share": flag_share, "chat_template": chat_template},
     )
+
+
+def novelty(ctx, **params) -> CheckResult:
+    """Runner entry point (`itaudit audit NAME --checks novelty`); slow on CPU, see `limit`."""
+    params.setdefault("show_progress", ctx.show_progress)
+    return novelty_check(ctx.store, ctx.dataset, **params)

@@ -145,3 +145,8 @@ def _count_top(details: list[dict | None], flag: np.ndarray) -> dict[str, int]:
         if f and d:
             out[d["top"]] = out.get(d["top"], 0) + 1
     return out
+
+
+def risk(ctx, **params) -> CheckResult:
+    """Runner entry point: run it after the checks it combines."""
+    return risk_check(ctx.store, ctx.dataset, **params)

@@ -145,3 +145,8 @@ def style_check(
         score=score, summary=summary, details=details,
         params={"n_open": n_open, "min_share": min_share, "min_count": min_count},
     )
+
+
+def style(ctx, **params) -> CheckResult:
+    """Runner entry point (`itaudit audit NAME --checks style`)."""
+    return style_check(ctx.store, ctx.dataset, **params)
