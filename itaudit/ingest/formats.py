@@ -182,6 +182,13 @@ def _dialogue(messages: list[tuple[str, str]], where: str, *, category=None, sou
             continue
         n_assistant += 1
         if not pending:
+            if not any(h["role"] == "user" for h in history):
+                # A conversation that starts with the assistant (ShareGPT splits long chats into
+                # parts; later parts open with 'gpt'): the leading message is context, not an
+                # instance (as FastChat drops it). Kept in `history` for the next turns.
+                if content.strip():
+                    history.append({"role": "assistant", "content": content})
+                continue
             raise FieldError(f"{where}[{i}]", "assistant turn without a preceding user turn")
         if not content.strip():
             raise FieldError(f"{where}[{i}]", "empty response")
@@ -200,6 +207,8 @@ def _dialogue(messages: list[tuple[str, str]], where: str, *, category=None, sou
         turn += 1
     if n_assistant == 0:
         raise FieldError(where, "conversation has no assistant turn")
+    if turn == 0:
+        raise FieldError(where, "no assistant turn follows a user turn")
 
 
 def _messages_of(rec: dict, key: str, role_key: str, content_key: str) -> list[tuple[str, str]]:
