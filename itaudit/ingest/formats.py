@@ -273,9 +273,15 @@ def oasst_tree(rec: dict) -> Iterator[Turn]:
         text = _str(node, "text", where=f"{where}.text")
         chain = path + [(role, text)]
         if role == "assistant":
-            turns = list(_dialogue(chain, where))
-            yield turns[-1]
-        for i, child in enumerate(node.get("replies") or []):
+            t = list(_dialogue(chain, where))[-1]
+            t.source = _opt(node, "lang")  # as for flat OASST messages
+            yield t
+        replies = node.get("replies") or []
+        if not isinstance(replies, list):
+            raise FieldError(f"{where}.replies", f"expected a list, got {type(replies).__name__}")
+        for i, child in enumerate(replies):
+            if not isinstance(child, dict):
+                raise FieldError(f"{where}.replies[{i}]", f"expected an object, got {type(child).__name__}")
             stack.append((child, chain, f"{where}.replies[{i}]"))
 
 
@@ -311,23 +317,38 @@ NORMALIZERS: dict[str, Callable[[dict], Iterator[Turn]]] = {
 }
 
 
-def oasst_messages(records: Iterable[Any]) -> Iterator[tuple[Any, Turn]]:
+def oasst_messages(records: Iterable[Any], on_error: Callable[[Any, FieldError], None] | None = None
+                   ) -> Iterator[tuple[Any, Turn]]:
     """OASST flat message rows {message_id, parent_id, text, role, ...}: one Turn per assistant
-    message, with its chain of ancestors as context. Buffers the messages (parents may come later)."""
+    message, with its chain of ancestors as context. Buffers the messages (parents may come later).
+
+    A bad message goes to `on_error(record, err)` (which may raise) and is left out, as is every
+    assistant message whose chain runs through it; without `on_error` the first one raises
+    `LocatedError`."""
+    def bad(r: Any, err: FieldError) -> None:
+        if on_error is None:
+            raise _located(r, err)
+        on_error(r, err)
+
     by_id: dict[str, tuple[Any, dict]] = {}
     order: list[str] = []
     for r in records:
         rec = r.data
         if not isinstance(rec, dict):
-            raise _located(r, FieldError(None, "expected an object"))
+            bad(r, FieldError(None, f"expected an object, got {type(rec).__name__}"))
+            continue
         try:
             mid = _str(rec, "message_id")
             _str(rec, "text")
             role = _str(rec, "role")
+            if rec.get("parent_id") is not None:
+                _str(rec, "parent_id")
         except FieldError as e:
-            raise _located(r, e) from None
+            bad(r, e)
+            continue
         if _ROLE.get(role.lower()) not in ("user", "assistant"):
-            raise _located(r, FieldError("role", f"unknown role {role!r}"))
+            bad(r, FieldError("role", f"unknown role {role!r}"))
+            continue
         if rec.get("deleted") is True:
             continue
         by_id[mid] = (r, rec)
@@ -339,21 +360,27 @@ def oasst_messages(records: Iterable[Any]) -> Iterator[tuple[Any, Turn]]:
         chain: list[tuple[str, str]] = []
         cur: str | None = mid
         seen = set()
+        err = None
         while cur is not None:
             if cur in seen:
-                raise _located(r, FieldError("parent_id", "cycle in the message tree"))
+                err = FieldError("parent_id", "cycle in the message tree")
+                break
             seen.add(cur)
             if cur not in by_id:
-                raise _located(r, FieldError("parent_id", f"parent message {cur!r} not found"))
+                err = FieldError("parent_id", f"parent message {cur!r} not found (or invalid or deleted)")
+                break
             cr, crec = by_id[cur]
             chain.append((_ROLE[crec["role"].lower()], crec["text"]))
             cur = crec.get("parent_id")
-        chain.reverse()
-        try:
-            turns = list(_dialogue(chain, "text"))
-        except FieldError as e:
-            raise _located(r, e) from None
-        t = turns[-1]
+        if err is None:
+            chain.reverse()
+            try:
+                t = list(_dialogue(chain, "text"))[-1]
+            except FieldError as e:
+                err = e
+        if err is not None:
+            bad(r, err)
+            continue
         t.source = _opt(rec, "lang")
         yield r, t
 

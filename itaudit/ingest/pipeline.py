@@ -66,12 +66,8 @@ def _turns(records: Iterator[Record], fmt: str, path: Path, reject) -> Iterator[
         if isinstance(first.data, dict) and isinstance(first.data.get("prompt"), dict):
             fmt = "oasst_tree"
         else:
-            try:
-                yield from formats.oasst_messages(records)
-            except formats.LocatedError as e:
-                reject(e.record, e.err)
-                # An invalid message breaks its tree: skipping is not meaningful, so stop here.
-                raise InputError(str(path), e.record.location, e.err.field, e.err.reason) from None
+            # Bad messages (and the replies that hang off them) are rejected one by one.
+            yield from formats.oasst_messages(records, on_error=reject)
             return
     norm = formats.oasst_tree if fmt == "oasst_tree" else formats.NORMALIZERS[fmt]
     for rec in records:
