@@ -279,7 +279,7 @@ def oasst_tree(rec: dict) -> Iterator[Turn]:
         replies = node.get("replies") or []
         if not isinstance(replies, list):
             raise FieldError(f"{where}.replies", f"expected a list, got {type(replies).__name__}")
-        for i, child in enumerate(replies):
+        for i, child in reversed(list(enumerate(replies))):  # popped in document order
             if not isinstance(child, dict):
                 raise FieldError(f"{where}.replies[{i}]", f"expected an object, got {type(child).__name__}")
             stack.append((child, chain, f"{where}.replies[{i}]"))

@@ -84,10 +84,17 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             row += 1
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def _read_json(path: Path) -> Iterator[Record]:
     """A JSON array (streamed element by element), a single object holding a list, or JSON lines."""
-    data = path.read_bytes()
-    text = _decode(path, data)
+    text = _decode(path, path.read_bytes())  # the bytes are not kept
     stripped = text.lstrip()
     if not stripped:
         raise InputError(str(path), "line 1", None, "empty file")
@@ -96,11 +103,14 @@ def _read_json(path: Path) -> Iterator[Record]:
         first_nl = stripped.find("\n")
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
-            if first_nl != -1:
-                yield from _read_jsonl(path)
+        except json.JSONDecodeError as e:
+            if first_nl != -1 and first_nl < len(stripped.rstrip()) and _is_json(stripped[:first_nl]):
+                yield from _read_jsonl(path)  # JSON lines under a .json name
                 return
-            raise
+            truncated = e.pos >= len(text.rstrip())
+            why = "truncated JSON (file ends inside the object)" if truncated else e.msg
+            raise InputError(str(path), f"line {text.count(chr(10), 0, e.pos) + 1}", None,
+                             f"malformed JSON: {why} (column {e.colno})") from None
         lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict)] if isinstance(obj, dict) else []
         if isinstance(obj, dict) and len(lists) == 1 and not {"messages", "conversations"} & obj.keys():
             for i, item in enumerate(lists[0]):
@@ -171,13 +181,27 @@ def _read_csv(path: Path) -> Iterator[Record]:
             except StopIteration:
                 return
             except UnicodeDecodeError as e:
-                raise InputError(str(path), f"near line {reader.line_num + 1}", None, f"invalid UTF-8: {e.reason}") from None
+                # The decoder reads ahead in blocks: find the exact line in the bytes.
+                raise InputError(str(path), _bad_utf8_line(path) or f"near line {reader.line_num + 1}", None,
+                                 f"invalid UTF-8: {e.reason}") from None
             except csv.Error as e:
                 raise InputError(str(path), f"line {reader.line_num}", None, f"malformed CSV: {e}") from None
             if None in rec:
                 raise InputError(str(path), f"row {row + 1} (line {reader.line_num})", None, "more values than header columns")
             yield Record(row, f"row {row + 1} (line {reader.line_num})", rec)
             row += 1
+
+
+def _bad_utf8_line(path: Path) -> str | None:
+    """'line N' of the first line that is not valid UTF-8 (a newline never sits inside a
+    multi-byte UTF-8 sequence, so lines can be checked one by one)."""
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f"line {lineno} (byte {e.start + 1} of the line: {line[e.start]:#04x})"
+    return None
 
 
 def _read_parquet(path: Path) -> Iterator[Record]:
