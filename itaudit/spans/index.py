@@ -110,6 +110,13 @@ class SpanIndex:
         get = self.word_id.get
         return [get(w, UNKNOWN) for w in ws]
 
+    def _ids(self, x: str | list[str] | list[int]) -> list[int]:
+        """Word ids of a text, a list of words, or ids (passed through)."""
+        if isinstance(x, str):
+            return self.encode(x)
+        x = list(x)
+        return self.encode(x) if x and isinstance(x[0], str) else [int(v) for v in x]
+
     def idf(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """Smoothed inverse document frequency (over instances) per word id; unknown words get the max."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -166,9 +173,8 @@ class SpanIndex:
             return 0, 0
         return self._bound(ids, 0, upper=False), self._bound(ids, 0, upper=True)
 
-    def count(self, span: str | list[int]) -> int:
-        ids = self.encode(span) if isinstance(span, str) else list(span)
-        lo, hi = self.sa_range(ids)
+    def count(self, span: str | list[str] | list[int]) -> int:
+        lo, hi = self.sa_range(self._ids(span))
         return hi - lo
 
     def positions(self, lo: int, hi: int, limit: int | None = None) -> np.ndarray:
@@ -181,10 +187,9 @@ class SpanIndex:
         return [Occurrence(int(self.doc_idx[j]), FIELDS[int(self.doc_field[j])], int(p - self.doc_start[j]))
                 for j, p in zip(d.tolist(), pos.tolist(), strict=True)]
 
-    def find(self, span: str | list[int], limit: int | None = 10_000) -> list[Occurrence]:
+    def find(self, span: str | list[str] | list[int], limit: int | None = 10_000) -> list[Occurrence]:
         """Every occurrence (up to `limit`) of a span, in corpus order."""
-        ids = self.encode(span) if isinstance(span, str) else list(span)
-        lo, hi = self.sa_range(ids)
+        lo, hi = self.sa_range(self._ids(span))
         return self.occurrences(self.positions(lo, hi, limit))
 
     def instances_containing(self, span: str | list[int], limit: int | None = 10_000) -> list[int]:
@@ -200,13 +205,13 @@ class SpanIndex:
             out.append(self._longest_prefix(q, 0))
         return out
 
-    def maximal_matches(self, text_or_ids: str | list[int], min_len: int = 1, max_len: int = 256,
+    def maximal_matches(self, text_or_ids: str | list[str] | list[int], min_len: int = 1, max_len: int = 256,
                         max_occurrences: int = 1_000) -> list[SpanMatch]:
         """Maximal spans of the query that occur verbatim in the data (OLMoTrace semantics).
 
         A span [i, i+L) is kept when L >= min_len and no span starting earlier contains it. Each
         match carries its occurrence count and up to `max_occurrences` occurrences."""
-        ids = self.encode(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
+        ids = self._ids(text_or_ids)
         lens = self.matching_lengths(ids, max_len)
         out: list[SpanMatch] = []
         max_end = 0
