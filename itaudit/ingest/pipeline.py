@@ -22,7 +22,7 @@ from .readers import Record, read_records
 BATCH = 20_000
 INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
 BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
-NORMALIZER_VERSION = "2"
+NORMALIZER_VERSION = "3"
 
 
 @dataclass
@@ -58,6 +58,7 @@ def content_hash(t: formats.Turn, history_json: str | None = None) -> str:
 
 def _turns(records: Iterator[Record], fmt: str, path: Path, reject) -> Iterator[tuple[Record, formats.Turn]]:
     """(record, turn) pairs; bad records go to `reject`, which raises or records them."""
+    records = _readable(records, reject)
     if fmt == "oasst":
         first = next(records, None)
         if first is None:
@@ -105,8 +106,19 @@ def _counting(records: Iterator[Record], bar) -> Iterator[Record]:
         yield rec
 
 
-def _chain(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
-    yield first
+def _readable(records: Iterator[Record], reject) -> Iterator[Record]:
+    """Records that could be read; unreadable lines (malformed JSON, bad UTF-8) go to `reject`."""
+    for rec in records:
+        if rec.error is not None:
+            reject(rec, formats.FieldError(None, rec.error))
+        else:
+            yield rec
+
+
+def _chain(*items: Record | Iterator[Record]) -> Iterator[Record]:
+    """The leading records given one by one, then the rest from the iterator (last item)."""
+    *heads, rest = items
+    yield from heads
     yield from rest
 
 
@@ -126,8 +138,18 @@ def ingest(
     if fmt != "auto" and fmt not in formats.FORMATS:
         raise InputError(str(path), None, None, f"unknown format {fmt!r}; choose one of: auto, {', '.join(formats.FORMATS)}")
     records = read_records(path, split)
-    first = next(records, None)
+    bad_lead: list[Record] = []  # unreadable lines before the first good record
+    first = None
+    for rec in records:
+        if rec.error is None:
+            first = rec
+            break
+        if not skip_invalid:
+            raise InputError(str(path), rec.location, None, rec.error)
+        bad_lead.append(rec)
     if first is None:
+        if bad_lead:
+            raise InputError(str(path), bad_lead[0].location, None, f"{bad_lead[0].error} (and no readable record)")
         raise InputError(str(path), None, None, "no records in file")
     if fmt == "auto":
         try:
@@ -173,7 +195,7 @@ def ingest(
         for table in ("instances", "rejected_rows"):
             conn.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         conn.execute("DELETE FROM datasets WHERE name = ?", [name])
-        counted = _counting(_chain(first, records), bar)
+        counted = _counting(_chain(*bad_lead, first, records), bar)
         last_rec, last_raw = None, None
         for rec, t in _turns(counted, fmt, path, reject):
             if not allow_empty and not t.response.strip():

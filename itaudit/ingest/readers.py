@@ -23,6 +23,8 @@ class Record:
     location: str         # 'line 12' or 'row 7' (1-based, as a person counts)
     data: Any             # the parsed record
     raw: str | None = None  # its source text as JSON, when already at hand
+    error: str | None = None  # set when this line could not be read (data is None): the
+    #                           pipeline rejects it, or stops with it unless --skip-invalid
 
 
 def file_kind(path: Path) -> str:
@@ -74,12 +76,28 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            text = _decode(path, line, lineno - 1)
+            # A bad line is yielded as an error record: lines are independent, so with
+            # --skip-invalid the rest of the file is still read.
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield Record(row, f"line {lineno}", None, line.decode("utf-8", "replace").rstrip("\r\n"),
+                             error=f"invalid UTF-8 byte {line[e.start]:#04x} at byte {e.start + 1} of the line")
+                row += 1
+                continue
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
-                why = "truncated JSON (unexpected end of line)" if e.pos >= len(text.rstrip()) else e.msg
-                raise InputError(str(path), f"line {lineno}", None, f"malformed JSON: {why} (column {e.colno})") from None
+                if not line.endswith(b"\n"):  # only the last line can lack one: the file was cut
+                    why = f"truncated JSON, the file ends inside this record ({e.msg})"
+                elif e.pos >= len(text.rstrip()):
+                    why = "truncated JSON (unexpected end of line)"
+                else:
+                    why = e.msg
+                yield Record(row, f"line {lineno}", None, text.rstrip("\r\n"),
+                             error=f"malformed JSON: {why} (column {e.colno})")
+                row += 1
+                continue
             yield Record(row, f"line {lineno}", data, text.rstrip("\r\n"))
             row += 1
 
