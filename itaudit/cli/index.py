@@ -1,0 +1,159 @@
+"""`itaudit index` (build a FAISS index over a field) and `itaudit neighbors` (query it with text)."""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import typer
+from rich.table import Table
+
+from ..errors import ItauditError
+from ..store import Store
+from .common import DbOption, console, db_path, out
+
+IndexDirOption = typer.Option(None, "--index-dir", help="index folder [default: $ITAUDIT_INDEX_DIR or indexes]")
+
+
+class Field(str, Enum):
+    instruction = "instruction"
+    prompt = "prompt"
+    response = "response"
+    all = "all"
+
+
+class Kind(str, Enum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
+
+
+def index_dir_of(d: str | None) -> Path:
+    return Path(d) if d else Path(os.environ.get("ITAUDIT_INDEX_DIR", "indexes"))
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """`key=value` strings -> dict with int/float values where they parse."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        v: Any = val.strip()
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        if v in ("true", "false"):
+            v = v == "true"
+        params[key.strip()] = v
+    return params
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("index")
+    def index_cmd(
+        name: str = typer.Argument(..., help="dataset name"),
+        field: Field = typer.Option(Field.instruction, "--field", help="what to embed: instruction, prompt (instruction+input), response, all"),
+        kind: Kind = typer.Option(Kind.flat, "--kind", help="flat (exact) | hnsw | ivfpq"),
+        param: list[str] = typer.Option(None, "--param", "-p", help="FAISS parameter override, e.g. -p M=32 -p efSearch=128 / -p nlist=256 -p m=48 -p nprobe=16"),
+        model: str = typer.Option(None, "--model", help="sentence-transformers model dir/name [default: all-MiniLM-L6-v2]"),
+        max_length: int = typer.Option(None, "--max-length", help="tokens per text [default: the model's]"),
+        backend: str = typer.Option("torch", "--backend", help="torch | int8 (dynamic int8 quantization, faster on CPU)"),
+        eval_recall: bool = typer.Option(False, "--eval-recall", help="report recall@10 and query latency against exact search"),
+        force: bool = typer.Option(False, "--force", help="rebuild even if an up-to-date index exists"),
+        index_dir: str = IndexDirOption,
+        db: str = DbOption,
+    ) -> None:
+        """Embed a field of every row (cached; only new rows are embedded) and build a FAISS index."""
+        from ..embed import Embedder, embed_dataset
+        from ..index import build_index, load_index
+        from ..index.vector import evaluate
+
+        idir = index_dir_of(index_dir)
+        params = parse_params(param)
+        with Store(db_path(db)) as store:
+            store.require_dataset(name)
+            if not force and not params and not eval_recall:
+                try:
+                    old = load_index(idir, name, field.value, kind.value)
+                except ItauditError:
+                    old = None
+                if old is not None:
+                    if old.is_stale(store):
+                        console.print(f"[yellow]{old.path}[/] is stale (dataset changed): rebuilding")
+                    elif model is None and max_length is None and backend == old.meta.get("backend"):
+                        console.print(f"[green]{old.path}[/] is up to date ({old.ntotal:,} rows); --force rebuilds")
+                        return
+            embedder = Embedder(model, max_length=max_length, backend=backend)
+            t0 = time.perf_counter()
+            vecs = embed_dataset(store, name, field.value, embedder, show_progress=True)
+            t_embed = time.perf_counter() - t0
+            vi = build_index(store, name, field.value, kind.value, idir, embedder=embedder, vectors=vecs,
+                             show_progress=True, **params)
+        for note in vi.meta["notes"]:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print(
+            f"[green]{name}[/]: {vi.kind} index over {field.value} ({vi.ntotal:,} x {vi.dim}, {embedder.cache_key}) "
+            f"-> {vi.path}  embed {t_embed:.1f}s, build {vi.meta['build_seconds']:.1f}s, "
+            f"{vi.meta['faiss_bytes'] / 2**20:.1f} MiB, params {vi.meta['params'] or '{}'}")
+        if eval_recall:
+            r = evaluate(vi, vecs, k=10)
+            console.print(f"recall@10 vs exact: [bold]{r['recall']:.4f}[/] on {r['n_queries']} queries; "
+                          f"latency p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+
+    @app.command("neighbors")
+    def neighbors_cmd(
+        name: str = typer.Argument(..., help="dataset name"),
+        text: str = typer.Argument(..., help="query text"),
+        k: int = typer.Option(10, "-k", help="how many neighbours"),
+        field: Field = typer.Option(Field.instruction, "--field", help="which index to query"),
+        kind: Kind = typer.Option(None, "--kind", help="which kind [default: flat if built, else the newest]"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+        index_dir: str = IndexDirOption,
+        db: str = DbOption,
+    ) -> None:
+        """Nearest instances to TEXT (cosine), with instance ids; builds a flat index if there is none."""
+        from ..index import build_index, list_indexes, load_index
+
+        idir = index_dir_of(index_dir)
+        with Store(db_path(db)) as store:
+            store.require_dataset(name)
+            have = [m for m in list_indexes(idir, name) if m.get("field") == field.value]
+            if not have and kind is None:
+                console.print(f"no index for {name}/{field.value} yet: building a flat one")
+                vi = build_index(store, name, field.value, "flat", idir)
+            else:
+                vi = load_index(idir, name, field.value, kind.value if kind else None, store=store)
+            scores, ids = vi.search(vi.embedder().encode([text]), k)
+            hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+            rows = store.query(
+                "SELECT idx, instance_id, instruction, response FROM instances WHERE dataset = ? AND idx IN "
+                f"({', '.join(str(i) for _, i in hits) or '-1'})", [name])
+        by = {r["idx"]: r for r in rows.iter_rows(named=True)}
+        df = pl.DataFrame([{"rank": r + 1, "score": round(s, 4), "idx": i, "instance_id": by[i]["instance_id"],
+                            "instruction": by[i]["instruction"], "response": by[i]["response"]}
+                           for r, (s, i) in enumerate(hits)])
+        if as_json:
+            import sys
+
+            sys.stdout.write(df.write_ndjson())
+            return
+        t = Table(title=f"{name}: {vi.kind} index over {field.value}")
+        for c in ("rank", "score", "idx", "instance_id", "instruction", "response"):
+            t.add_column(c, overflow="fold")
+        for row in df.iter_rows(named=True):
+            t.add_row(*[_short(row[c], 70) for c in ("rank", "score", "idx", "instance_id", "instruction", "response")])
+        out.print(t)
+
+
+def _short(v: object, width: int) -> str:
+    s = f"{v:.4f}" if isinstance(v, float) else str(v)
+    s = s.replace("\n", "⏎ ")
+    return s if len(s) <= width else s[: width - 1] + "…"
