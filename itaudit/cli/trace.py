@@ -124,11 +124,11 @@ def register(app: typer.Typer) -> None:
 
         sources = [x is not None for x in (responses, tuned, generations, shift_run)]
         if sum(sources) == 0 or (tuned is None and prompts is not None):
-            raise typer.BadParameter("give --responses FILE, --tuned M --prompts FILE, --generations RUN or --shift-run RUN")
+            raise ItauditError("give --responses FILE, --tuned M --prompts FILE, --generations RUN or --shift-run RUN")
         if tuned is not None and prompts is None:
-            raise typer.BadParameter("--tuned needs --prompts FILE")
+            raise ItauditError("--tuned needs --prompts FILE")
         if sum(x is not None for x in (responses, tuned, generations)) > 1:
-            raise typer.BadParameter("give only one of --responses, --tuned, --generations")
+            raise ItauditError("give only one of --responses, --tuned, --generations")
         idir = _index_dir(index_dir)
         mode, base_id, tuned_id, src = "lexical", None, None, None
         with Store(db_path(db)) as store:
