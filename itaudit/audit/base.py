@@ -47,7 +47,9 @@ class CheckResult:
             "score": np.asarray(self.score, dtype=np.float64),
         }
         if self.cluster_id is not None:
-            cols["cluster_id"] = pl.Series(np.asarray(self.cluster_id)).cast(pl.Int64)
+            cid = np.asarray(self.cluster_id, dtype=np.float64).copy()  # -1 / NaN -> NULL
+            cid[cid < 0] = np.nan
+            cols["cluster_id"] = pl.Series(cid, nan_to_null=True).cast(pl.Int64)
         else:
             cols["cluster_id"] = pl.Series([None] * len(self.idx), dtype=pl.Int64)
         cols["details"] = [json.dumps(d) if d is not None else None for d in self.details] if (

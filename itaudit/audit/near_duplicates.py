@@ -1,0 +1,196 @@
+"""Near-duplicates: embedding range search + MinHash LSH, clustered transitively (union-find).
+
+- Embedding: cosine >= `threshold` (default 0.95) between whole-instance embeddings
+  (instruction + input + response, truncated to the model's max length), by FAISS range search
+  on an exact inner-product index.
+- Lexical: datasketch `MinHashLSH` over word 5-shingles of the normalized whole instance
+  (lowercase, punctuation stripped), candidates kept when the exact shingle Jaccard >= `jaccard`.
+- Every pair found by either method gets both similarities as evidence; rows connected by pairs
+  form a cluster (cluster id = smallest idx). A row is flagged when it is in a cluster; its score
+  is the highest similarity (max of cosine and Jaccard) to another row.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+
+import numpy as np
+import polars as pl
+from datasketch import MinHash, MinHashLSH
+
+from ..index import exact_index
+from ..progress import progress_bar
+from .base import CheckResult
+from .duplicates import _norm_expr
+
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        root = a
+        while p[root] != root:
+            root = p[root]
+        while p[a] != root:
+            p[a], a = root, p[a]
+        return int(root)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)  # root = smallest member
+
+    def clusters(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+def shingle_hashes(words: list[str], size: int = 5) -> np.ndarray:
+    """Sorted unique crc32 hashes of word `size`-shingles (a short text is one shingle)."""
+    if not words:
+        return np.zeros(0, dtype=np.uint32)
+    if len(words) < size:
+        grams: Iterable[str] = [" ".join(words)]
+    else:
+        grams = (" ".join(words[i:i + size]) for i in range(len(words) - size + 1))
+    return np.unique(np.fromiter((zlib.crc32(g.encode("utf-8", "surrogatepass")) for g in grams), dtype=np.uint32))
+
+
+def _crc(v: bytes) -> int:
+    return zlib.crc32(v)
+
+
+def minhash_of(hashes: np.ndarray, num_perm: int = 128) -> MinHash:
+    """A datasketch MinHash of precomputed 32-bit shingle hashes (they are its hash values)."""
+    m = MinHash(num_perm=num_perm, hashfunc=int)
+    if len(hashes):
+        m.update_batch(hashes.tolist())
+    return m
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def normalized_words(frame: pl.DataFrame, max_words: int) -> list[list[str]]:
+    text = frame.select(pl.concat_str([_norm_expr(c) for c in ("instruction", "input", "response")],
+                                      separator=" ").str.strip_chars().alias("t"))["t"].to_list()
+    return [t.split()[:max_words] for t in text]
+
+
+def minhash_pairs(shingles: list[np.ndarray], *, threshold: float = 0.8, num_perm: int = 128,
+                  show_progress: bool = False) -> tuple[dict[tuple[int, int], float], list[MinHash]]:
+    """Pairs (i < j, positions) whose exact shingle Jaccard >= threshold among MinHashLSH candidates."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    mhs: list[MinHash] = []
+    with progress_bar("minhash", total=len(shingles), unit="rows", enabled=show_progress) as bar:
+        for i, h in enumerate(shingles):
+            m = minhash_of(h, num_perm)
+            mhs.append(m)
+            if len(h):
+                lsh.insert(i, m, check_duplication=False)
+            bar.advance(1)
+    out: dict[tuple[int, int], float] = {}
+    for i, h in enumerate(shingles):
+        if not len(h):
+            continue
+        for j in lsh.query(mhs[i]):
+            if j <= i:
+                continue
+            jac = jaccard(h, shingles[j])
+            if jac >= threshold:
+                out[(i, j)] = jac
+    return out, mhs
+
+
+def embedding_pairs(vecs: np.ndarray, threshold: float, *, max_per_row: int = 50, chunk: int = 2048,
+                    show_progress: bool = False) -> dict[tuple[int, int], float]:
+    """Pairs (i < j, positions) with cosine >= threshold, by range search on an exact IP index."""
+    index = exact_index(vecs)
+    out: dict[tuple[int, int], float] = {}
+    with progress_bar("range search", total=len(vecs), unit="rows", enabled=show_progress) as bar:
+        for s in range(0, len(vecs), chunk):
+            lims, d, ids = index.range_search(np.ascontiguousarray(vecs[s:s + chunk]), float(threshold))
+            for q in range(len(lims) - 1):
+                i = s + q
+                a, b = lims[q], lims[q + 1]
+                sel = ids[a:b] > i
+                js, ds = ids[a:b][sel], d[a:b][sel]
+                if len(js) > max_per_row:
+                    top = np.argsort(-ds)[:max_per_row]
+                    js, ds = js[top], ds[top]
+                for j, c in zip(js.tolist(), ds.tolist(), strict=True):
+                    out[(i, j)] = c
+            bar.advance(min(chunk, len(vecs) - s))
+    return out
+
+
+def near_duplicates(ctx, field: str = "all", threshold: float = 0.95, jaccard_threshold: float = 0.8,
+                    num_perm: int = 128, shingle: int = 5, max_words: int = 2000, max_pairs_per_row: int = 50,
+                    use_embedding: bool = True, use_minhash: bool = True) -> CheckResult:
+    """Near-duplicate clusters from embedding range search and MinHash LSH, with pair evidence."""
+    frame = ctx.instances()
+    n = frame.height
+    idx = frame["idx"].to_numpy().astype(np.int64)
+    show = ctx.show_progress
+    vecs = ctx.vectors(field) if use_embedding else None
+    emb = embedding_pairs(vecs, threshold, max_per_row=max_pairs_per_row, show_progress=show) if use_embedding else {}
+    words = normalized_words(frame, max_words)
+    shingles = [shingle_hashes(w, shingle) for w in words]
+    mh: dict[tuple[int, int], float] = {}
+    mhs: list[MinHash] = []
+    if use_minhash:
+        mh, mhs = minhash_pairs(shingles, threshold=jaccard_threshold, num_perm=num_perm, show_progress=show)
+    uf = UnionFind(n)
+    best = np.zeros(n)
+    rows = []
+    for i, j in sorted(set(emb) | set(mh)):
+        cos = emb.get((i, j))
+        if cos is None and vecs is not None:
+            cos = float(vecs[i] @ vecs[j])
+        jac = mh.get((i, j))
+        if jac is None:
+            jac = jaccard(shingles[i], shingles[j])
+        est = float(mhs[i].jaccard(mhs[j])) if mhs else None
+        found = [m for m, d in (("embedding", emb), ("minhash", mh)) if (i, j) in d]
+        score = float(np.clip(max(cos if cos is not None else 0.0, jac), 0.0, 1.0))
+        uf.union(i, j)
+        best[i], best[j] = max(best[i], score), max(best[j], score)
+        ev = {"cosine": None if cos is None else round(float(cos), 4), "jaccard": round(float(jac), 4),
+              "jaccard_minhash": None if est is None else round(est, 4), "found_by": found, "field": field}
+        rows.append((int(idx[i]), int(idx[j]), score, json.dumps(ev)))
+    roots = uf.clusters()
+    sizes = np.bincount(roots, minlength=n)
+    in_cluster = sizes[roots] > 1
+    cluster = np.where(in_cluster, idx[roots], -1)
+    details: list[dict | None] = [
+        {"cluster_size": int(sizes[roots[i]]), "cluster_id": int(idx[roots[i]])} if in_cluster[i] else None
+        for i in range(n)
+    ]
+    pairs = pl.DataFrame(rows, schema={"idx_a": pl.Int64, "idx_b": pl.Int64, "score": pl.Float64,
+                                       "evidence": pl.Utf8}, orient="row")
+    n_clusters = int(len(np.unique(roots[in_cluster])))
+    summary = {
+        "n_rows": n,
+        "n_pairs": len(rows),
+        "n_pairs_embedding": len(emb),
+        "n_pairs_minhash": len(mh),
+        "n_pairs_both": len(set(emb) & set(mh)),
+        "n_clusters": n_clusters,
+        "n_rows_in_clusters": int(in_cluster.sum()),
+        "n_redundant": int(in_cluster.sum()) - n_clusters,
+        "pct_in_clusters": round(100 * in_cluster.sum() / n, 3) if n else 0.0,
+        "largest_cluster": int(sizes.max()) if n else 0,
+    }
+    params = {"field": field, "threshold": threshold, "jaccard_threshold": jaccard_threshold, "num_perm": num_perm,
+              "shingle": shingle, "max_words": max_words, "max_pairs_per_row": max_pairs_per_row,
+              "model": ctx.embedder.cache_key if use_embedding else None,
+              "use_embedding": use_embedding, "use_minhash": use_minhash}
+    return CheckResult("near_duplicates", ctx.dataset, idx, in_cluster, best * in_cluster, summary=summary,
+                       params=params, cluster_id=cluster, details=details, pairs=pairs)
