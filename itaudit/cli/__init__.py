@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # click usage errors
         import click
 
-        if isinstance(e, click.ClickException):
+        # typer >= 0.25 vendors click: its usage errors are typer._click exceptions
+        if isinstance(e, (click.ClickException, typer._click.ClickException)):
             e.show()
             sys.exit(e.exit_code)
         raise
