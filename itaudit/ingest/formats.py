@@ -226,8 +226,10 @@ def _messages_of(rec: dict, key: str, role_key: str, content_key: str) -> list[t
         if role is None:
             raise FieldError(f"{key}[{i}].{role_key}", f"unknown role {role_raw!r}")
         content = m.get(content_key)
-        if isinstance(content, list):  # OpenAI content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(content, list) and content_key == "content":  # OpenAI content parts
+            if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
+                raise FieldError(f"{key}[{i}].{content_key}", "expected a string or a list of {type, text} parts")
+            content = "".join(p.get("text", "") for p in content)
         if content is None:
             raise FieldError(f"{key}[{i}].{content_key}", "missing required field")
         if not isinstance(content, str):
