@@ -81,26 +81,36 @@ def response_nll(
         batch = order[b0: b0 + batch_size]
         seqs = [items[i][0] + items[i][1] for i in batch]
         width = max(len(s) for s in seqs)
+        # Left padding: every response ends at the last position, so the logits of only the
+        # last `keep` positions are needed (large vocabularies make full logits huge).
+        keep = max(len(items[i][1]) for i in batch) + 1
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for row, (i, s) in enumerate(zip(batch, seqs, strict=False)):
-            ids[row, : len(s)] = torch.tensor(s)
-            mask[row, : len(s)] = 1
-            lp = len(items[i][0])
-            labels[row, lp: len(s)] = torch.tensor(items[i][1], dtype=torch.long)
+        tgt = torch.full((len(batch), keep - 1), -100, dtype=torch.long)
+        for row, (i, s) in enumerate(zip(batch, seqs, strict=True)):
+            ids[row, width - len(s):] = torch.tensor(s)
+            mask[row, width - len(s):] = 1
+            r_ids = items[i][1]
+            if r_ids:
+                tgt[row, keep - 1 - len(r_ids):] = torch.tensor(r_ids, dtype=torch.long)
+        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        tgt = labels[:, 1:].to(device)
-        valid = tgt != -100
-        nll = -logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-        sums = nll.sum(dim=1).cpu().numpy()
-        counts = valid.sum(dim=1).cpu().numpy()
+            kw = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device)}
+            try:
+                logits = model(**kw, logits_to_keep=keep).logits
+            except TypeError:  # models without logits_to_keep
+                logits = model(**kw).logits
+            logits = logits[:, -keep:-1]
+            sums, counts = [], []
+            for row in range(len(batch)):  # one row at a time bounds the float32 copy
+                t = tgt[row].to(device)
+                nll = torch.nn.functional.cross_entropy(logits[row].float(), t, ignore_index=-100, reduction="sum")
+                sums.append(float(nll))
+                counts.append(int((t != -100).sum()))
         for row, i in enumerate(batch):
             n_bytes = items[i][2]
-            out[i] = {"nll_sum": float(sums[row]), "n_tokens": int(counts[row]), "n_bytes": int(n_bytes),
-                      "bpb": float(sums[row]) / LN2 / n_bytes, "truncated": items[i][3]}
+            out[i] = {"nll_sum": sums[row], "n_tokens": counts[row], "n_bytes": int(n_bytes),
+                      "bpb": sums[row] / LN2 / n_bytes, "truncated": items[i][3]}
     return out  # type: ignore[return-value]
 
 
