@@ -61,6 +61,11 @@ _BUILTIN: dict[str, tuple[str, str]] = {
 }
 for _name, (_target, _desc) in _BUILTIN.items():
     register_check(_name, _target, _desc)
+# issue 7 (risk last, so that a default run combines the checks before it)
+register_check("contamination", "itaudit.audit.contamination:contamination", "13-gram overlap + embedding near-matches with eval sets (-s contamination.against=mmlu,gsm8k)", default=False)
+register_check("style", "itaudit.audit.style:style", "response style features, over-represented openings, boilerplate ('As an AI')")
+register_check("novelty", "itaudit.audit.novelty:novelty", "base-model bits per byte of the response (gemma3-270m; slow on CPU: -s novelty.limit=500)", default=False)
+register_check("risk", "itaudit.audit.risk:risk", "per-instance risk: 1 - prod(1 - w_c * score_c) over the latest checks")
 
 
 @dataclass
