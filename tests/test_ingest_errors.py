@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from itaudit import sqlfiles
 from itaudit.cli import main
 from itaudit.errors import InputError
 from itaudit.ingest import ingest, pipeline
@@ -171,14 +172,12 @@ def test_skip_invalid_mixed_file(store, tmp_path, capsys, db_path):
     try:
         assert s.instances("mixed", "source_row")["source_row"].to_list() == [0, 6]
         rej = s.query("SELECT location, field, reason FROM rejected_rows ORDER BY location").rows()
-        assert [r[0] for r in rej] == [f"line {i}" for i in range(2, 9)][:6] or len(rej) == 6
         assert {(loc, fld) for loc, fld, _ in rej} == {
             ("line 2", None), ("line 3", "output"), ("line 4", "output"), ("line 5", "instruction"),
             ("line 6", None), ("line 8", None)}
         info = s.dataset_info("mixed")
         assert (info["n_rows"], info["n_source"], info["n_rejected"]) == (2, 8, 6)
-        rep = s.report("rejected") if hasattr(s, "report") else s.query(
-            open(Path(__file__).resolve().parent.parent / "sql" / "reports" / "rejected.sql").read())
+        rep = s.query(sqlfiles.report_sql("rejected"))
         assert rep.filter(rep["dataset"] == "mixed")["n"].sum() == 6
     finally:
         s.close()
