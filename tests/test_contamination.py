@@ -113,3 +113,20 @@ def test_alpaca_eval_contains_vicuna_and_self_instruct(store, shared_data):
     counts = dict(src.rows())
     assert counts.get("vicuna", 0) >= 75 and counts.get("selfinstruct", 0) >= 230
     assert sum(counts.values()) - counts.get("vicuna", 0) - counts.get("selfinstruct", 0) < 20
+
+
+def test_eval_sets_given_as_files_are_ingested_once(store, tmp_path):
+    from itaudit.audit.contamination import resolve_eval_sets
+
+    d = tmp_path / "gsm8k"
+    d.mkdir()
+    f = d / "test.jsonl"
+    f.write_text(json.dumps({"question": EVAL_LONG, "answer": "18"}) + "\n" + json.dumps({"question": "q", "answer": ""}) + "\n")
+    names = resolve_eval_sets(store, f"{f},mine={f}")
+    assert names == ["gsm8k_test", "mine"]
+    info = store.dataset_info("gsm8k_test")
+    assert info["format"] == "qa" and info["n_rows"] == 1 and info["n_rejected"] == 1
+    assert resolve_eval_sets(store, ["gsm8k_test"]) == ["gsm8k_test"]
+    assert store.dataset_info("gsm8k_test")["ingested_at"] == info["ingested_at"]   # unchanged: not re-ingested
+    resolve_eval_sets(store, [str(f)])
+    assert store.dataset_info("gsm8k_test")["ingested_at"] == info["ingested_at"]

@@ -83,6 +83,33 @@ def _embed(store: Store, dataset: str, show_progress: bool, cache: dict) -> np.n
     return embed_dataset(store, dataset, "prompt", embedder=cache["embedder"], show_progress=show_progress)
 
 
+def resolve_eval_sets(store: Store, against: Sequence[str] | str, *, show_progress: bool = False) -> list[str]:
+    """Eval set names; entries may also be files (`path` or `name=path`), ingested on first use.
+
+    A file is ingested with the format auto-detected and invalid rows skipped (MMLU has stray
+    header rows), under `name` or `<folder>_<stem>` (e.g. `gsm8k_test`); re-ingesting an
+    unchanged file is a no-op.
+    """
+    from pathlib import Path
+
+    from ..ingest import ingest
+
+    items = [a.strip() for a in against.split(",")] if isinstance(against, str) else [str(a).strip() for a in against]
+    names = []
+    for item in filter(None, items):
+        name, sep, path = item.partition("=")
+        if not sep:
+            if store.dataset_info(item) is not None or not Path(item).exists():
+                names.append(item)
+                continue
+            path = item
+            p = Path(item)
+            name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{p.resolve().parent.name}_{p.stem}").strip("_").lower()
+        ingest(store, path, name.strip(), skip_invalid=True, show_progress=show_progress)
+        names.append(name.strip())
+    return names
+
+
 def _snippet(ws: list[str], start: int, end: int, pad: int = 0) -> str:
     return " ".join(ws[max(0, start - pad): end + pad])
 
@@ -106,8 +133,7 @@ def _contamination(
     embedder: object | None = None,
 ) -> tuple[CheckResult, list[CheckResult]]:
     """(result on `dataset`, one result per eval set flagging its items found in `dataset`)."""
-    if isinstance(against, str):
-        against = [a.strip() for a in against.split(",") if a.strip()]
+    against = resolve_eval_sets(store, against, show_progress=show_progress)
     if not against:
         raise ItauditError("contamination needs eval datasets: against=['mmlu', 'gsm8k', ...]")
     store.require_dataset(dataset)
