@@ -170,3 +170,13 @@ def test_cli(alpaca, db_path, tmp_path):
     with pytest.raises(SystemExit) as e:
         cli(["filter", "a", "--db", str(db_path), "--out", str(out), "--drop", "bogus_flag"])
     assert e.value.code == 2
+
+
+def test_builtin_default_policy_skips_checks_that_did_not_run(alpaca, tmp_path):
+    pol = load_policy("default")
+    r = filter_dataset(alpaca, "a", pol, tmp_path / "d.jsonl")
+    assert r.manifest["skipped_rules"] == ["exact duplicate"]
+    assert r.manifest["counts"]["dropped_by_rule"] == {"near duplicate": 3, "contaminated": 1, "risk > 0.7": 1}
+    strict = parse_policy({"rules": [{"dedupe": "exact_duplicates"}]})
+    with pytest.raises(ItauditError, match="exact_duplicates"):
+        filter_dataset(alpaca, "a", strict, tmp_path / "e.jsonl")

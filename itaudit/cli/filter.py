@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="output file (jsonl/parquet) or directory (hf)"),
         where: list[str] = typer.Option(None, "--where", help="KEEP rows matching this SQL predicate (repeatable)"),
         drop: list[str] = typer.Option(None, "--drop", help="DROP rows matching this SQL predicate (repeatable)"),
-        policy: Path = typer.Option(None, "--policy", "-p", help="policy file (.json or .toml) with ordered rules"),
+        policy: Path = typer.Option(None, "--policy", "-p", help="policy file (.json or .toml) with ordered rules, or `default` (built in)"),
         format: ExportFormat = typer.Option(ExportFormat.jsonl, "--format", "-f", help="export format"),
         normalized: bool = typer.Option(False, "--normalized", help="export normalized instances (alpaca-style) instead of the original records"),
         multi_turn: str = typer.Option(None, "--multi-turn", help="original-format export of multi-turn records: whole (drop a record if any turn is dropped) | any"),

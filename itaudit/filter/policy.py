@@ -11,6 +11,11 @@ A policy is JSON or TOML:
        {"name": "short", "drop_where": "length(response) < 5"},
        {"name": "english-ish", "keep_where": "response NOT LIKE '%\\ufffd%'"}]}
 
+A rule with `"optional": true` is skipped (and listed under `skipped_rules` in the manifest)
+when a check it names has no results on the dataset. `--policy default` is the built-in policy
+`DEFAULT_POLICY`: contaminated out, exact and near duplicates keep one, risk above 0.7 out,
+each optional.
+
 Rule kinds (exactly one per rule):
 - `drop_where`: SQL predicate over the audit view; matching rows are dropped.
 - `keep_where`: SQL predicate; rows NOT matching are dropped.
@@ -39,14 +44,41 @@ KINDS = ("drop_where", "keep_where", "drop_flagged", "max_score", "dedupe")
 MULTI_TURN = ("whole", "any")
 
 
+DEFAULT_POLICY: dict[str, Any] = {
+    "name": "default",
+    "multi_turn": "whole",
+    "rules": [
+        {"name": "contaminated", "drop_flagged": "contamination", "optional": True},
+        {"name": "exact duplicate", "dedupe": "exact_duplicates", "optional": True},
+        {"name": "near duplicate", "dedupe": "near_duplicates", "optional": True},
+        {"name": "risk > 0.7", "max_score": {"risk": 0.7}, "optional": True},
+    ],
+}
+BUILTIN = {"default": DEFAULT_POLICY}
+
+
 @dataclass
 class Rule:
     name: str
     kind: str
     arg: Any
+    optional: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, self.kind: self.arg}
+        d = {"name": self.name, self.kind: self.arg}
+        if self.optional:
+            d["optional"] = True
+        return d
+
+    def checks(self) -> list[str]:
+        """The checks this rule needs (predicates: none known)."""
+        if self.kind == "drop_flagged":
+            return list(self.arg)
+        if self.kind == "dedupe":
+            return [self.arg]
+        if self.kind == "max_score":
+            return list(self.arg)
+        return []
 
 
 @dataclass
@@ -79,7 +111,7 @@ def parse_policy(data: Any, where: str = "policy") -> Policy:
         if not isinstance(r, dict):
             raise InputError(where, loc, None, "a rule is an object")
         kinds = [k for k in KINDS if k in r]
-        unknown = set(r) - set(KINDS) - {"name"}
+        unknown = set(r) - set(KINDS) - {"name", "optional"}
         if unknown:
             raise InputError(where, loc, sorted(unknown)[0], f"unknown rule key; use one of {', '.join(KINDS)}")
         if len(kinds) != 1:
@@ -103,14 +135,16 @@ def parse_policy(data: Any, where: str = "policy") -> Policy:
             ):
                 raise InputError(where, loc, kind, "expected {check: threshold}")
         name = r.get("name") or f"{kind}:{arg if isinstance(arg, str) else json.dumps(arg)}"
-        rules.append(Rule(str(name), kind, arg))
+        rules.append(Rule(str(name), kind, arg, bool(r.get("optional", False))))
     return Policy(name=str(data.get("name", Path(where).stem if where != "policy" else "policy")),
                   rules=rules, multi_turn=mt)
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read a .json or .toml policy file."""
+    """Read a .json or .toml policy file, or a built-in policy by name (`default`)."""
     p = Path(path)
+    if not p.is_file() and str(path) in BUILTIN:
+        return parse_policy(BUILTIN[str(path)], str(path))
     if not p.is_file():
         raise InputError(str(p), None, None, "policy file does not exist")
     text = p.read_text(encoding="utf-8")

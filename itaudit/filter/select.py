@@ -95,6 +95,8 @@ def apply_policy(store: Store, dataset: str, policy: Policy) -> dict[int, str]:
     view, vparams = audit_view_sql(store, dataset)
     dropped: dict[int, str] = {}
     for rule in policy.rules:
+        if rule.optional and any(c not in checks for c in rule.checks()):
+            continue
         if rule.kind == "dedupe":
             c = _require_check(checks, rule.arg, rule, dataset)
             order = "risk_score ASC NULLS LAST, " if "risk" in checks else ""
@@ -176,6 +178,8 @@ def filter_dataset(
                    "records": n_written, "sha256": _sha256(out) if out.is_file() else None,
                    "reingest_format": _reingest_format(info["format"], normalized)},
         "policy": policy.as_dict(),
+        "skipped_rules": [r.name for r in policy.rules
+                          if r.optional and any(c not in audit_checks(store, dataset) for c in r.checks())],
         "checks": audit_checks(store, dataset),
         "counts": {
             "instances_total": n_total, "instances_kept": len(kept), "instances_dropped": len(dropped),
