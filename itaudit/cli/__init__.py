@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # ITAUDIT_DEBUG=1 shows tracebacks for user-facing errors too.
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a raised typer.Exit(n) comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ItauditError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
