@@ -68,8 +68,8 @@ def attribute(index: SpanIndex, ids: list[int], matches: list[SpanMatch], cand: 
     a, b = cand.word_start, cand.word_end
     span_ids = ids[a:b]
     idf = index.idf(span_ids)
-    weights = np.array([idf[k] * (1.0 if is_content(index.vocab[t] if t > 0 else "x") else STOP_WEIGHT)
-                        for k, t in enumerate(span_ids)])
+    content = cand.content or [is_content(index.vocab[t]) if t > 0 else True for t in span_ids]
+    weights = np.array([idf[k] * (1.0 if content[k] else STOP_WEIGHT) for k in range(len(span_ids))])
     total_w = float(weights.sum()) or 1.0
     max_idf = index.max_idf()
     sim = similarity or {}
@@ -90,8 +90,8 @@ def attribute(index: SpanIndex, ids: list[int], matches: list[SpanMatch], cand: 
             verbatim = True
         longest_any = max(longest_any, m.length)
         inside = [k - a for k in range(lo, hi)]
-        if not any(is_content(index.vocab[ids[a + k]]) for k in inside if ids[a + k] > 0):
-            continue  # only function words matched
+        if not any(content[k] for k in inside):
+            continue  # only function words (or words echoed from the prompt) matched
         insts = m.instances
         used.append({"words": [m.start, m.end], "count": m.count, "instances": len(insts) if m.count <= max_occurrences else None})
         if m.count > max_occurrences:
@@ -110,7 +110,8 @@ def attribute(index: SpanIndex, ids: list[int], matches: list[SpanMatch], cand: 
     for d, ks in covered.items():
         ks_l = sorted(ks)
         cov = float(weights[ks_l].sum()) / total_w
-        rar = float(idf[ks_l].max()) / max_idf
+        kc = [k for k in ks_l if content[k]] or ks_l
+        rar = float(idf[kc].max()) / max_idf
         spec = specificity(n_inst[d], index.n_instances)
         s = sim.get(d, 0.0)
         score = W_COVERAGE * cov + W_RARITY * rar * spec + W_LENGTH * min(1.0, longest[d] / 5) + W_SIM * max(0.0, s)

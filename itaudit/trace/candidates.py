@@ -45,6 +45,7 @@ class Candidate:
     shift_share: float | None  # weighted share of shifted/marginal content words; None in lexical mode
     disagreement: float | None # share of content words absent from the reference; None without one
     categories: list[str] | None
+    content: list[bool] | None = None  # per word of the span: content word not echoed from the prompt
 
 
 def is_content(word: str) -> bool:
@@ -74,15 +75,18 @@ def word_categories_from_tokens(words_: list[Word], token_spans: list[tuple[int,
 
 
 def find_candidates(text: str, categories: list[str] | None = None, reference: str | None = None,
-                    max_words: int = 8, words_: list[Word] | None = None) -> list[Candidate]:
+                    max_words: int = 8, words_: list[Word] | None = None,
+                    prompt: str | None = None) -> list[Candidate]:
     """Candidate spans of `text`. `categories` (one per word of `words_with_offsets(text)`) enables
-    shift mode; otherwise runs of content words are candidates (lexical mode)."""
+    shift mode; otherwise runs of content words are candidates (lexical mode). Words echoed from
+    `prompt` are not content (a span is never a candidate for repeating the question)."""
     ws = words_ if words_ is not None else words_with_offsets(text)
     if categories is not None and len(categories) != len(ws):
         raise ValueError(f"{len(categories)} categories for {len(ws)} words")
     ref = set(words(reference)) if reference else None
     brk = _breaks(text, ws)
-    content = [is_content(w.text) for w in ws]
+    echo = set(words(prompt)) if prompt else set()
+    content = [is_content(w.text) and w.text not in echo for w in ws]
     if categories is not None:
         inrun = [c != "unshifted" for c in categories]
     else:
@@ -123,4 +127,4 @@ def _candidate(text: str, ws: list[Word], a: int, b: int, categories: list[str] 
         score = 0.7 * score + 0.3 * disagree
     return Candidate(a, b, ws[a].start, ws[b - 1].end, text[ws[a].start:ws[b - 1].end], round(score, 6),
                      None if shift is None else round(shift, 6), None if disagree is None else round(disagree, 6),
-                     None if categories is None else categories[a:b])
+                     None if categories is None else categories[a:b], content[a:b])

@@ -117,7 +117,8 @@ class Tracer:
         ws = words_with_offsets(item.response)
         ids = self.index.encode([w.text for w in ws])
         cats = word_categories_from_tokens(ws, item.token_spans) if item.token_spans is not None else None
-        cands = [c for c in find_candidates(item.response, cats, item.reference, cfg.max_words, words_=ws)
+        cands = [c for c in find_candidates(item.response, cats, item.reference, cfg.max_words, words_=ws,
+                                            prompt=item.instruction)
                  if c.score >= cfg.min_candidate_score]
         matches = self.index.maximal_matches(ids, min_len=1, max_occurrences=cfg.max_occurrences) if cands else []
         neigh: dict[int, float] = {}
