@@ -56,7 +56,10 @@ def _nonempty(value: str, name: str, what: str = "value") -> str:
 
 
 def _first(rec: dict, keys: Iterable[str]) -> str | None:
-    return next((k for k in keys if k in rec and rec[k] is not None), None)
+    for k in keys:  # a plain loop: this runs several times per record
+        if rec.get(k) is not None:
+            return k
+    return None
 
 
 def _opt(rec: dict, *keys: str) -> str | None:

@@ -20,6 +20,9 @@ from . import formats
 from .readers import Record, read_records
 
 BATCH = 20_000
+# json.dumps(..., ensure_ascii=False) builds a new encoder per call; reuse one (same output).
+_JSON = json.JSONEncoder(ensure_ascii=False)
+_JSON_RAW = json.JSONEncoder(ensure_ascii=False, default=str)
 INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
 BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
 NORMALIZER_VERSION = "3"
@@ -51,8 +54,8 @@ def fingerprint(path: Path, fmt: str, split: str | None, skip_invalid: bool = Fa
 def content_hash(t: formats.Turn, history_json: str | None = None) -> str:
     """sha1 of the normalized fields (system, history, instruction, input, response)."""
     if history_json is None:
-        history_json = json.dumps(t.history, ensure_ascii=False) if t.history else None
-    key = json.dumps([t.system, history_json, t.instruction, t.input, t.response], ensure_ascii=False)
+        history_json = _JSON.encode(t.history) if t.history else None
+    key = _JSON.encode([t.system, history_json, t.instruction, t.input, t.response])
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
@@ -201,11 +204,11 @@ def ingest(
             if not allow_empty and not t.response.strip():
                 reject(rec, formats.FieldError("response", "empty response"))
                 continue
-            hist = json.dumps(t.history, ensure_ascii=False) if t.history else None
+            hist = _JSON.encode(t.history) if t.history else None
             h = content_hash(t, hist)
             if rec is not last_rec:  # the raw JSON of a multi-turn record is computed once
                 last_rec = rec
-                last_raw = rec.raw if rec.raw is not None else json.dumps(rec.data, default=str, ensure_ascii=False)
+                last_raw = rec.raw if rec.raw is not None else _JSON_RAW.encode(rec.data)
             c_idx.append(n_rows)
             c_iid.append(f"{rec.row}-{t.turn}-{h[:10]}")
             c_row.append(rec.row)
