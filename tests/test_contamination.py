@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from itaudit.audit import save_result
-from itaudit.audit.contamination import _ngram_hashes, _Vocab, contamination_check, words
+from itaudit.audit.contamination import _Segments, contamination_check, words
 from itaudit.errors import ItauditError
 from itaudit.ingest import ingest
 
@@ -45,14 +45,17 @@ def sets(store, tmp_path):
     return store
 
 
-def test_ngram_hashes_are_order_sensitive_and_normalized():
-    v = _Vocab()
-    a = _ngram_hashes(v.encode(words("The cat sat on the mat, today!")), 3)
-    b = _ngram_hashes(v.encode(words("the CAT sat on the mat today")), 3)
-    c = _ngram_hashes(v.encode(words("cat the sat on the mat today")), 3)
-    assert len(a) == 5 and np.array_equal(a, b)
-    assert a[0] != c[0] and np.array_equal(a[2:], c[2:])
-    assert len(_ngram_hashes(v.encode(["x", "y"]), 3)) == 0
+def test_ngram_windows_are_order_sensitive_normalized_and_stay_inside_texts():
+    seg = _Segments.of(["The cat sat on the mat, today!", "the CAT sat on the mat today", "cat the sat on the mat today",
+                        None, "x y"])
+    assert seg.length.tolist() == [7, 7, 7, 0, 2]
+    h, s, off = seg.windows(3)
+    assert s.tolist() == [0] * 5 + [1] * 5 + [2] * 5 and off.tolist()[:5] == [0, 1, 2, 3, 4]
+    a, b, c = h[:5], h[5:10], h[10:]
+    assert np.array_equal(a, b)                                  # case and punctuation do not matter
+    assert a[0] != c[0] and a[1] != c[1] and np.array_equal(a[2:], c[2:])   # word order does
+    assert seg.words(1, 1, 4) == ["cat", "sat", "on"]
+    assert words("Héllo, WORLD_2 x") == ["héllo", "world", "2", "x"]
 
 
 def test_ngram_contamination_both_directions(sets):

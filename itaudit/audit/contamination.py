@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -30,41 +30,65 @@ from ..errors import ItauditError
 from ..store import Store
 from .base import CheckResult, save_result
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_WORD_RE = r"[^\W_]+"   # runs of letters/digits (Unicode), as polars/Rust regex
+_SEED = 13
 
 
 def words(text: str | None) -> list[str]:
-    return _WORD.findall(text.lower()) if text else []
+    """The normalized words of `text` (lowercase letter/digit runs), as the n-gram scan sees them."""
+    if not text:
+        return []
+    return pl.Series([text]).str.to_lowercase().str.extract_all(_WORD_RE).to_list()[0] or []
 
 
-class _Vocab:
-    """Word -> random 64-bit code, for rolling n-gram hashes in numpy."""
+@dataclass
+class _Segments:
+    """Many texts tokenized at once: word codes concatenated, with each text's start and length."""
 
-    def __init__(self, seed: int = 13):
-        self._ids: dict[str, int] = {}
-        self._rng = np.random.default_rng(seed)
-        self._codes = np.zeros(0, dtype=np.uint64)
+    codes: np.ndarray      # uint64 hash per word
+    start: np.ndarray      # int64 per text
+    length: np.ndarray     # int64 per text
+    flat: pl.Series        # the words themselves (for evidence)
 
-    def encode(self, ws: list[str]) -> np.ndarray:
-        ids = self._ids
-        out = [ids.setdefault(w, len(ids)) for w in ws]
-        if len(ids) > len(self._codes):
-            extra = max(len(ids) - len(self._codes), 4096)
-            self._codes = np.concatenate(
-                [self._codes, self._rng.integers(1, 2**63, size=extra, dtype=np.uint64) | np.uint64(1)])
-        return self._codes[np.asarray(out, dtype=np.int64)] if out else np.zeros(0, dtype=np.uint64)
+    @classmethod
+    def of(cls, texts: list[str | None]) -> _Segments:
+        lists = pl.Series(texts, dtype=pl.Utf8).fill_null("").str.to_lowercase().str.extract_all(_WORD_RE)
+        length = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat = lists.explode().drop_nulls()
+        codes = flat.hash(seed=_SEED).to_numpy().astype(np.uint64) | np.uint64(1)
+        start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64) if len(length) else length
+        return cls(codes, start, length, flat)
+
+    def words(self, seg: int, a: int, b: int) -> list[str]:
+        s = int(self.start[seg])
+        return self.flat.slice(s + a, b - a).to_list()
+
+    def windows(self, k: int, segs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hash, segment, offset) of every k-word window lying inside one text (of `segs`)."""
+        n = len(self.codes)
+        if n < k:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        h = _ngram_hashes(self.codes, k)
+        seg_of = np.repeat(np.arange(len(self.length)), self.length)[: n - k + 1]
+        off = np.arange(n - k + 1) - self.start[seg_of]
+        ok = off + k <= self.length[seg_of]
+        if segs is not None:
+            mask = np.zeros(len(self.length), dtype=bool)
+            mask[segs] = True
+            ok &= mask[seg_of]
+        return h[ok], seg_of[ok], off[ok]
 
 
 def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every window of n codes (order-sensitive; uint64 wrap-around arithmetic)."""
+    """Hash of every window of n codes (order-sensitive, uint64 wrap-around), O(len) memory."""
     if len(codes) < n:
         return np.zeros(0, dtype=np.uint64)
-    win = np.lib.stride_tricks.sliding_window_view(codes, n)
-    # position-dependent mixing: rotate each code by its offset, multiply by odd constants
-    mult = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    m = len(codes) - n + 1
+    h = np.zeros(m, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        h = (win * mult).sum(axis=1, dtype=np.uint64)
+        for j in range(n):
+            mult = np.uint64((0x9E3779B97F4A7C15 * (j + 1)) & 0xFFFFFFFFFFFFFFFF) | np.uint64(1)
+            h += codes[j: j + m] * mult
         h ^= h >> np.uint64(29)
     return h
 
@@ -110,10 +134,6 @@ def resolve_eval_sets(store: Store, against: Sequence[str] | str, *, show_progre
     return names
 
 
-def _snippet(ws: list[str], start: int, end: int, pad: int = 0) -> str:
-    return " ".join(ws[max(0, start - pad): end + pad])
-
-
 def _contamination(
     store: Store,
     dataset: str,
@@ -128,7 +148,6 @@ def _contamination(
     it_fields: Sequence[str] = ("instruction", "input", "response"),
     eval_fields: Sequence[str] = ("instruction", "input", "response"),
     max_pairs_per_row: int = 5,
-    chunk: int = 4096,
     show_progress: bool = False,
     embedder: object | None = None,
 ) -> tuple[CheckResult, list[CheckResult]]:
@@ -146,73 +165,52 @@ def _contamination(
                      "FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
     n_it = it.height
     it_idx = it["idx"].to_numpy().astype(np.int64)
-    vocab = _Vocab()
-    it_words = [[words(t) for t in row] for row in _texts(it, it_fields)]
-
+    nf = len(it_fields)
+    it_seg = _Segments.of([v for row in _texts(it, it_fields) for v in row])   # segment = i * nf + field
     best_cov = np.zeros(n_it)
     best_cos = np.zeros(n_it)
     pair_rows: list[dict] = []
     per_eval: dict[str, dict] = {}
     reverse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[dict | None]]] = {}
     it_prompt_vecs: np.ndarray | None = None
-    it_codes: list[list[np.ndarray]] | None = None
     emb_cache: dict = {"embedder": embedder}
 
     for ev in against:
         evdf = store.query(f"SELECT idx, {', '.join(sorted(set(eval_fields) | {'instruction', 'input'}))} "
                            "FROM instances WHERE dataset = ? ORDER BY idx", [ev])
         ev_idx = evdf["idx"].to_numpy().astype(np.int64)
-        ev_words = [[words(t) for t in row] for row in _texts(evdf, eval_fields)]
-        # --- n-gram table of the eval set: hash -> eval rows, per n-gram length
-        tables: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
-        ev_total = np.zeros(len(ev_idx), dtype=np.int64)   # n-grams per eval item
-        for j, fields in enumerate(ev_words):
-            for ws in fields:
-                if len(ws) < min_words:
-                    continue
-                k = min(n, len(ws))
-                hs = np.unique(_ngram_hashes(vocab.encode(ws), k))
-                ev_total[j] += len(hs)
-                t = tables[k]
-                for h in hs.tolist():
-                    t[h].add(j)
-        for t in tables.values():
-            for h in [h for h, s in t.items() if len(s) > max_eval_df]:
-                del t[h]
-        keys = {k: np.fromiter(t.keys(), dtype=np.uint64, count=len(t)) for k, t in tables.items()}
+        ne = len(eval_fields)
+        ev_seg = _Segments.of([v for row in _texts(evdf, eval_fields) for v in row])
+        # --- n-gram table of the eval set: sorted (hash, eval row); texts shorter than n (but at
+        # least min_words) contribute their whole word sequence as one gram of their length
+        glen = np.minimum(ev_seg.length, n)
+        glen[ev_seg.length < min_words] = 0
+        ev_total = np.zeros(len(ev_idx), dtype=np.int64)   # distinct n-grams per eval item
+        tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for k in sorted(set(glen[glen > 0].tolist())):
+            h, seg, _ = ev_seg.windows(k, np.nonzero(glen == k)[0])
+            hj = np.unique(np.stack([h, (seg // ne).astype(np.uint64)], axis=1), axis=0)
+            np.add.at(ev_total, hj[:, 1].astype(np.int64), 1)
+            uh, inv, cnt = np.unique(hj[:, 0], return_inverse=True, return_counts=True)
+            keep = cnt[inv] <= max_eval_df                      # drop templates shared by many items
+            tables[k] = (hj[keep, 0], hj[keep, 1].astype(np.int64))   # sorted by hash
 
-        # --- scan the IT rows: all windows of one length at once, in chunks of rows
-        if it_codes is None:
-            it_codes = [[vocab.encode(ws) for ws in fields] for fields in it_words]
+        # --- scan the IT texts: every window of each gram length, looked up by binary search
         hits: dict[tuple[int, int], dict] = {}
-        for k, t in tables.items():
-            if not len(keys[k]):
+        for k, (keys, rows_j) in tables.items():
+            if not len(keys):
                 continue
-            key_arr = np.sort(keys[k])
-            for c0 in range(0, n_it, chunk):
-                hs_l, row_l, fld_l, pos_l = [], [], [], []
-                for i in range(c0, min(n_it, c0 + chunk)):
-                    for f_i, codes in enumerate(it_codes[i]):
-                        if len(codes) >= k:
-                            h = _ngram_hashes(codes, k)
-                            hs_l.append(h)
-                            row_l.append(np.full(len(h), i, dtype=np.int64))
-                            fld_l.append(np.full(len(h), f_i, dtype=np.int64))
-                            pos_l.append(np.arange(len(h), dtype=np.int64))
-                if not hs_l:
-                    continue
-                H = np.concatenate(hs_l)
-                where = np.searchsorted(key_arr, H)
-                where[where >= len(key_arr)] = 0
-                found = np.nonzero(key_arr[where] == H)[0]
-                if not len(found):
-                    continue
-                R, F, P = np.concatenate(row_l)[found], np.concatenate(fld_l)[found], np.concatenate(pos_l)[found]
-                for h, i, f_i, p in zip(H[found].tolist(), R.tolist(), F.tolist(), P.tolist(), strict=False):
-                    for j in t[h]:
-                        e = hits.setdefault((i, j), {"hashes": set(), "spans": [], "field": it_fields[f_i]})
-                        e["hashes"].add(h)
-                        e["spans"].append((f_i, p, p + k))
+            h, seg, off = it_seg.windows(k)
+            lo = np.searchsorted(keys, h, side="left")
+            hi = np.searchsorted(keys, h, side="right")
+            found = np.nonzero(hi > lo)[0]
+            for w in found.tolist():
+                sg, p, hv = int(seg[w]), int(off[w]), int(h[w])
+                i, f_i = divmod(sg, nf)
+                for j in rows_j[lo[w]:hi[w]].tolist():
+                    e = hits.setdefault((i, j), {"hashes": set(), "spans": [], "field": it_fields[f_i]})
+                    e["hashes"].add(hv)
+                    e["spans"].append((f_i, p, p + k))
         ev_hit = np.zeros(len(ev_idx))
         ev_detail: dict[int, dict] = {}
         for (i, j), e in hits.items():
@@ -227,7 +225,7 @@ def _contamination(
                     cur = (f_i, s, t_end)
                 if best is None or cur[2] - cur[1] > best[2] - best[1]:
                     best = cur
-            overlap = _snippet(it_words[i][best[0]], best[1], best[2])
+            overlap = " ".join(it_seg.words(i * nf + best[0], best[1], best[2]))
             best_cov[i] = max(best_cov[i], cov)
             ev_hit[j] = max(ev_hit[j], cov)
             pair_rows.append({
