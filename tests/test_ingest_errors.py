@@ -88,14 +88,23 @@ def squash(s: str) -> str:
     return "".join(s.split())  # rich wraps long lines; compare without whitespace
 
 
-@pytest.fixture
-def populated_db(tmp_path: Path, fixtures: Path) -> Path:
-    """A database that already holds two datasets, one of them under the name we re-ingest."""
-    db = tmp_path / "pre.duckdb"
+@pytest.fixture(scope="module")
+def _populated_template(tmp_path_factory) -> Path:
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    db = tmp_path_factory.mktemp("tpl") / "pre.duckdb"
     with Store(db) as s:
         ingest(s, fixtures / "alpaca.json", "keep", show_progress=False)
         ingest(s, fixtures / "dolly.jsonl", "target", show_progress=False)
         ingest(s, fixtures / "gsm8k.jsonl", "target_rej", skip_invalid=True, show_progress=False)
+    return db
+
+
+@pytest.fixture
+def populated_db(tmp_path: Path, _populated_template: Path) -> Path:
+    """A database that already holds datasets, one of them under the name we re-ingest (a copy
+    of a file built once per module)."""
+    db = tmp_path / "pre.duckdb"
+    shutil.copy(_populated_template, db)
     return db
 
 
