@@ -180,3 +180,17 @@ def test_builtin_default_policy_skips_checks_that_did_not_run(alpaca, tmp_path):
     strict = parse_policy({"rules": [{"dedupe": "exact_duplicates"}]})
     with pytest.raises(ItauditError, match="exact_duplicates"):
         filter_dataset(alpaca, "a", strict, tmp_path / "e.jsonl")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hf"])
+def test_columnar_exports_keep_fields_the_first_record_lacks(store, tmp_path, fmt):
+    rows = [{"instruction": "first", "output": "no history here"},
+            {"instruction": "second", "output": "a2", "history": [["q1", "a1"]], "system": "be brief"}]
+    ingest(store, _write(tmp_path, "h.jsonl", rows), "h", show_progress=False)
+    for normalized in (False, True):
+        out = tmp_path / (f"h_{normalized}.parquet" if fmt == "parquet" else f"h_{normalized}_hf")
+        filter_dataset(store, "h", Policy(), out, fmt, normalized=normalized)
+        ingest(store, out, f"h_{normalized}_{fmt}", show_progress=False)
+        same = store.query("SELECT count(*) AS n FROM instances a JOIN instances b USING (content_hash) "
+                           "WHERE a.dataset = 'h' AND b.dataset = ?", [f"h_{normalized}_{fmt}"])["n"][0]
+        assert same == 2, (normalized, fmt)

@@ -290,7 +290,7 @@ def _export(records: list[dict[str, Any]], out: Path, fmt: str) -> int:
             import pyarrow.parquet as pq
 
             try:
-                table = pa.Table.from_pylist(records)
+                table = pa.table(_columns(records))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
                 raise ItauditError(f"these records do not fit one parquet schema ({e}); use --format jsonl") from None
             pq.write_table(table, tmp)
@@ -301,7 +301,7 @@ def _export(records: list[dict[str, Any]], out: Path, fmt: str) -> int:
             if not records:
                 raise ItauditError("nothing to export: every instance was dropped")
             try:
-                ds = datasets.Dataset.from_list(records)
+                ds = datasets.Dataset.from_dict(_columns(records))
             except Exception as e:  # arrow type errors surface as various exceptions
                 raise ItauditError(f"these records do not fit one HF dataset schema ({e}); use --format jsonl") from None
             ds.save_to_disk(str(tmp))
@@ -319,6 +319,19 @@ def _export(records: list[dict[str, Any]], out: Path, fmt: str) -> int:
             tmp.unlink()
         raise
     return len(records)
+
+
+def _columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Column lists over the union of the records' keys (in first-seen order; missing -> None).
+
+    pyarrow's and datasets' from_pylist/from_list take the columns of the FIRST record only,
+    which silently drops fields (e.g. `history`) that the first record lacks.
+    """
+    keys: dict[str, None] = {}
+    for r in records:
+        for k in r:
+            keys.setdefault(k, None)
+    return {k: [r.get(k) for r in records] for k in keys}
 
 
 def _sha256(path: Path) -> str:
