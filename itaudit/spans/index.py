@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,8 +48,7 @@ class StaleIndexError(ItauditError):
     """The span index on disk was built from different data."""
 
 
-@dataclass
-class Occurrence:
+class Occurrence(NamedTuple):
     idx: int          # instance idx in the dataset
     field: str        # instruction | input | response
     word_pos: int     # word offset inside that field
@@ -184,8 +183,8 @@ class SpanIndex:
 
     def occurrences(self, pos: np.ndarray) -> list[Occurrence]:
         d = np.searchsorted(self.doc_start, pos, side="right") - 1
-        return [Occurrence(int(self.doc_idx[j]), FIELDS[int(self.doc_field[j])], int(p - self.doc_start[j]))
-                for j, p in zip(d.tolist(), pos.tolist(), strict=True)]
+        return [Occurrence(i, FIELDS[f], p) for i, f, p in zip(
+            self.doc_idx[d].tolist(), self.doc_field[d].tolist(), (pos - self.doc_start[d]).tolist(), strict=True)]
 
     def find(self, span: str | list[str] | list[int], limit: int | None = 10_000) -> list[Occurrence]:
         """Every occurrence (up to `limit`) of a span, in corpus order."""
@@ -206,11 +205,12 @@ class SpanIndex:
         return out
 
     def maximal_matches(self, text_or_ids: str | list[str] | list[int], min_len: int = 1, max_len: int = 256,
-                        max_occurrences: int = 1_000) -> list[SpanMatch]:
+                        max_occurrences: int | None = 1_000, skip_common: bool = False) -> list[SpanMatch]:
         """Maximal spans of the query that occur verbatim in the data (OLMoTrace semantics).
 
         A span [i, i+L) is kept when L >= min_len and no span starting earlier contains it. Each
-        match carries its occurrence count and up to `max_occurrences` occurrences."""
+        match carries its occurrence count and up to `max_occurrences` occurrences (none at all for
+        a match occurring more often when `skip_common`)."""
         ids = self._ids(text_or_ids)
         lens = self.matching_lengths(ids, max_len)
         out: list[SpanMatch] = []
@@ -219,7 +219,10 @@ class SpanIndex:
             end = i + length
             if length >= min_len and end > max_end:
                 lo, hi = self.sa_range(ids[i:end])
-                occ = self.occurrences(self.positions(lo, hi, max_occurrences)) if max_occurrences else []
+                if max_occurrences == 0 or (skip_common and max_occurrences is not None and hi - lo > max_occurrences):
+                    occ = []
+                else:
+                    occ = self.occurrences(self.positions(lo, hi, max_occurrences))
                 out.append(SpanMatch(i, end, hi - lo, occ))
             max_end = max(max_end, end)
         return out
@@ -242,7 +245,9 @@ class SpanIndex:
         meta = json.loads(meta_f.read_text())
         if meta.get("version") != INDEX_VERSION or meta.get("tokenizer") != TOKENIZER_VERSION:
             raise StaleIndexError(f"span index in {d} has an old format; rebuild with `itaudit spans build`")
-        arrs = {n: np.load(d / f"spans.{n}.npy", mmap_mode="r" if mmap else None) for n in ARRAYS}
+        # the two big arrays are memory-mapped; the small per-document/per-word ones are read in
+        arrs = {n: np.load(d / f"spans.{n}.npy", mmap_mode="r" if mmap and n in ("tokens", "sa") else None)
+                for n in ARRAYS}
         vocab = json.loads((d / "spans.vocab.json").read_text())
         return cls(**arrs, vocab=vocab, meta=meta)
 

@@ -18,11 +18,10 @@ conceptual neighbours are listed, never marked likely).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from ..spans.index import SpanIndex, SpanMatch
 from .candidates import Candidate, is_content
@@ -67,10 +66,10 @@ def attribute(index: SpanIndex, ids: list[int], matches: list[SpanMatch], cand: 
     """Rank source instances for one candidate span of a response with word ids `ids`."""
     a, b = cand.word_start, cand.word_end
     span_ids = ids[a:b]
-    idf = index.idf(span_ids)
+    idf = index.idf(span_ids).tolist()
     content = cand.content or [is_content(index.vocab[t]) if t > 0 else True for t in span_ids]
-    weights = np.array([idf[k] * (1.0 if content[k] else STOP_WEIGHT) for k in range(len(span_ids))])
-    total_w = float(weights.sum()) or 1.0
+    weights = [idf[k] * (1.0 if content[k] else STOP_WEIGHT) for k in range(len(span_ids))]
+    total_w = sum(weights) or 1.0
     max_idf = index.max_idf()
     sim = similarity or {}
 
@@ -78,50 +77,57 @@ def attribute(index: SpanIndex, ids: list[int], matches: list[SpanMatch], cand: 
     longest: dict[int, int] = {}
     n_inst: dict[int, int] = {}           # instance -> fewest instances sharing one of its matches
     fields: dict[int, set[str]] = {}
-    phrases: dict[int, list[str]] = {}
+    via: dict[int, list[int]] = {}        # instance -> matches (indices) it shares
     used: list[dict[str, Any]] = []
     verbatim = False
     longest_any = 0
-    for m in matches:
-        if m.end <= a or m.start >= b:
-            continue
+    # maximal matches have increasing starts and ends: the overlapping ones are contiguous
+    j = bisect.bisect_right([m.end for m in matches], a)
+    for mi in range(j, len(matches)):
+        m = matches[mi]
+        if m.start >= b:
+            break
         lo, hi = max(m.start, a), min(m.end, b)
         if lo <= a and hi >= b:
             verbatim = True
         longest_any = max(longest_any, m.length)
-        inside = [k - a for k in range(lo, hi)]
+        inside = range(lo - a, hi - a)
         if not any(content[k] for k in inside):
             continue  # only function words (or words echoed from the prompt) matched
         insts = m.instances
-        used.append({"words": [m.start, m.end], "count": m.count, "instances": len(insts) if m.count <= max_occurrences else None})
+        used.append({"words": [m.start, m.end], "count": m.count,
+                     "instances": len(insts) if m.count <= max_occurrences else None})
         if m.count > max_occurrences:
             continue  # too common to be evidence for any single instance
-        fields_by_inst: dict[int, set[str]] = {}
         for o in m.occurrences:
-            fields_by_inst.setdefault(o.idx, set()).add(o.field)
-        for d, fs in fields_by_inst.items():
-            covered.setdefault(d, set()).update(inside)
-            longest[d] = max(longest.get(d, 0), m.length)
-            n_inst[d] = min(n_inst.get(d, 1 << 30), len(insts))
-            fields.setdefault(d, set()).update(fs)
-            phrases.setdefault(d, []).append(" ".join(index.vocab[t] for t in ids[m.start:m.end]))
+            d = o.idx
+            if d not in covered:
+                covered[d], longest[d], n_inst[d], fields[d], via[d] = set(), 0, 1 << 30, set(), []
+            covered[d].update(inside)
+            longest[d] = max(longest[d], m.length)
+            n_inst[d] = min(n_inst[d], len(insts))
+            fields[d].add(o.field)
+            if not via[d] or via[d][-1] != mi:
+                via[d].append(mi)
 
-    sources: list[Source] = []
+    scored = []
     for d, ks in covered.items():
-        ks_l = sorted(ks)
-        cov = float(weights[ks_l].sum()) / total_w
-        kc = [k for k in ks_l if content[k]] or ks_l
-        rar = float(idf[kc].max()) / max_idf
+        cov = sum(weights[k] for k in ks) / total_w
+        rar = max((idf[k] for k in ks if content[k]), default=max(idf[k] for k in ks)) / max_idf
         spec = specificity(n_inst[d], index.n_instances)
-        s = sim.get(d, 0.0)
-        score = W_COVERAGE * cov + W_RARITY * rar * spec + W_LENGTH * min(1.0, longest[d] / 5) + W_SIM * max(0.0, s)
-        sources.append(Source(d, score, cov, rar, spec, longest[d], s, True, evidence={
+        sd = sim.get(d, 0.0)
+        score = W_COVERAGE * cov + W_RARITY * rar * spec + W_LENGTH * min(1.0, longest[d] / 5) + W_SIM * max(0.0, sd)
+        scored.append((score, d, cov, rar, spec, sd))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    sources: list[Source] = []
+    for score, d, cov, rar, spec, sd in scored[:top_k]:
+        ks_l = sorted(covered[d])
+        phrases = {" ".join(index.vocab[t] for t in ids[matches[mi].start:matches[mi].end]) for mi in via[d]}
+        sources.append(Source(d, score, cov, rar, spec, longest[d], sd, True, evidence={
             "matched_words": [index.vocab[span_ids[k]] for k in ks_l if span_ids[k] > 0],
-            "phrases": sorted(set(phrases[d]), key=len, reverse=True)[:3],
+            "phrases": sorted(phrases, key=lambda x: (-len(x), x))[:3],
             "fields": sorted(fields[d]), "shared_with": n_inst[d],
         }))
-    sources.sort(key=lambda s: (-s.score, s.idx))
-    sources = sources[:top_k]
     # Conceptual neighbours without verbatim evidence: listed, never likely.
     have = {s.idx for s in sources}
     concept = sorted(((d, s) for d, s in sim.items() if d not in have), key=lambda x: (-x[1], x[0]))[:n_conceptual]

@@ -120,7 +120,8 @@ class Tracer:
         cands = [c for c in find_candidates(item.response, cats, item.reference, cfg.max_words, words_=ws,
                                             prompt=item.instruction)
                  if c.score >= cfg.min_candidate_score]
-        matches = self.index.maximal_matches(ids, min_len=1, max_occurrences=cfg.max_occurrences) if cands else []
+        matches = self.index.maximal_matches(ids, min_len=1, max_occurrences=cfg.max_occurrences,
+                                               skip_common=True) if cands else []
         neigh: dict[int, float] = {}
         if self.neighbours is not None and query_vecs is not None:
             for d in self.neighbours.search(query_vecs, cfg.neighbours_k):
