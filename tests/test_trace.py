@@ -78,6 +78,14 @@ def test_shift_candidates_follow_categories_and_reference() -> None:
     assert word_categories_from_tokens(ws, toks)[:4] == ["unshifted", "shifted", "unshifted", "marginal"]
 
 
+def test_words_echoed_from_the_prompt_are_not_candidates() -> None:
+    text = "The tallest mountain in Europe is Mount Velkaran."
+    cats = ["shifted"] * 8
+    got = [c.text for c in find_candidates(text, cats, prompt="What is the tallest mountain in Europe?")]
+    assert got == ["Mount Velkaran"]
+    assert [c.text for c in find_candidates(text, cats)] == ["tallest mountain in Europe is Mount Velkaran"]
+
+
 # -- attribution -------------------------------------------------------------------------------
 def _index():
     docs = []
