@@ -80,13 +80,17 @@ def test_chunking_and_batching_do_not_change_results(models) -> None:
     base, tuned = load_model(str(models["base"])), load_model(str(models["tuned"]))
     seqs = [(base.encode_prompt(base.format_prompt(p)), base.encode_prompt(p)[1:]) for p in PROMPTS]
     a = score(Scorer(base.model), seqs, Scorer(tuned.model), seqs, batch_size=1, budget_mb=64)
-    tiny_budget = 3 * 4 * 5 * base.vocab_size / 2**20  # 3 positions per chunk
+    tiny_budget = 3 * 4 * 4 * base.vocab_size / 2**20  # 3 positions per chunk
     assert chunk_size(base.vocab_size, tiny_budget) == 3
+    assert chunk_size(base.vocab_size, tiny_budget, with_tuned=False) == 6
     b = score(Scorer(base.model), seqs, Scorer(tuned.model), seqs, batch_size=4, budget_mb=tiny_budget)
-    for x, y in zip(a, b, strict=True):
-        assert x.rank.tolist() == y.rank.tolist()
+    c = score(Scorer(base.model), seqs, batch_size=2, budget_mb=tiny_budget)  # base-only code path
+    for x, y, z in zip(a, b, c, strict=True):
+        assert x.rank.tolist() == y.rank.tolist() == z.rank.tolist()
         np.testing.assert_allclose(x.kl, y.kl, rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(x.base_prob, y.base_prob, rtol=1e-4)
+        np.testing.assert_allclose(x.base_prob, z.base_prob, rtol=1e-4)
+        assert z.kl is None and z.tuned_prob is None
 
 
 def test_adapter_mode_uses_one_model(store, models) -> None:

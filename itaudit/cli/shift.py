@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         reference: str = typer.Option(None, "--reference", "-r", help="IT dataset for the shift_verbatim report"),
         template_from: str = typer.Option(None, "--template-from", help="responses mode: format prompts with this model's chat template"),
         plain: bool = typer.Option(False, "--plain-template", help="use the plain '### Instruction/### Response' template"),
-        budget_mb: float = typer.Option(256, "--budget-mb", help="memory for one chunk of logits"),
+        budget_mb: float = typer.Option(1024, "--budget-mb", help="memory (MiB) for one chunk of (positions x vocabulary) logits"),
         run_id: str = typer.Option(None, "--run-id", help="resume (or name) this run"),
         db: str = DbOption,
         quiet: bool = typer.Option(False, "--quiet", "-q"),

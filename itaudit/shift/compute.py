@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-DEFAULT_BUDGET_MB = 256
-_TEMPS = 5  # (chunk, vocab) float32 temporaries alive at once in `_chunk_stats`
+DEFAULT_BUDGET_MB = 1024
+# (chunk, vocab) float32 blocks alive at once: logits (+ tuned logits, p_base, exp temp).
+_TEMPS_BASE, _TEMPS_KL = 2, 4
 
 
 @dataclass
@@ -72,25 +73,43 @@ class Scorer:
         self._checked = True
 
 
-def chunk_size(vocab: int, budget_mb: float = DEFAULT_BUDGET_MB) -> int:
-    return max(1, int(budget_mb * 2**20 // (vocab * 4 * _TEMPS)))
+def chunk_size(vocab: int, budget_mb: float = DEFAULT_BUDGET_MB, *, with_tuned: bool = True) -> int:
+    """Positions per chunk so that the (chunk, vocab) float32 temporaries fit in `budget_mb`."""
+    temps = _TEMPS_KL if with_tuned else _TEMPS_BASE
+    return max(1, int(budget_mb * 2**20 // (vocab * 4 * temps)))
+
+
+def _ranks(lb: torch.Tensor, tl: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """1 + count of logits strictly above the token's; rows where the token is the max are 1
+    without a pass over the vocabulary (most tokens, in practice)."""
+    rank = torch.ones(lb.shape[0], dtype=torch.int64)
+    for r in (tl < m).squeeze(1).nonzero().squeeze(1).tolist():
+        rank[r] = int(torch.count_nonzero(lb[r] > tl[r])) + 1
+    return rank
 
 
 def _chunk_stats(lb: torch.Tensor, tgt: torch.Tensor, lt: torch.Tensor | None):
-    """Stats for one chunk: base logits `lb` (C, V), targets (C,), tuned logits `lt` or None."""
-    tl = lb.gather(1, tgt[:, None])
-    rank = (lb > tl).sum(1) + 1
-    lsb = torch.log_softmax(lb, dim=-1)
-    del lb
-    pb = lsb.gather(1, tgt[:, None]).squeeze(1).exp()
+    """Stats for one chunk, in place (destroys `lb`, `lt`): base logits (C, V), targets (C,),
+    tuned logits (C, V) or None. Returns rank, base prob, tuned prob, KL(base || tuned)."""
+    idx = tgt[:, None]
+    tl = lb.gather(1, idx)
+    m = lb.amax(1, keepdim=True)
+    rank = _ranks(lb, tl, m)
+    lb.sub_(m)                                   # lb - max
     if lt is None:
+        s = lb.exp_().sum(1, keepdim=True)       # sum exp(lb - max)
+        pb = (torch.exp(tl - m) / s).squeeze(1)
         return rank, pb, None, None
-    lst = torch.log_softmax(lt, dim=-1)
-    del lt
-    pt = lst.gather(1, tgt[:, None]).squeeze(1).exp()
-    lst.sub_(lsb).neg_()                 # log p_b - log p_t
-    lst.mul_(lsb.exp_())                 # p_b * (log p_b - log p_t)
-    kl = lst.sum(1).clamp_(min=0.0)
+    pb_full = torch.exp(lb)
+    s = pb_full.sum(1, keepdim=True)
+    pb_full.div_(s)                              # p_base
+    lb.sub_(s.log_())                            # log p_base
+    pb = pb_full.gather(1, idx).squeeze(1)
+    lt.sub_(lt.amax(1, keepdim=True))
+    lt.sub_(torch.exp(lt).sum(1, keepdim=True).log_())  # log p_tuned
+    pt = lt.gather(1, idx).squeeze(1).exp()
+    lb.sub_(lt).mul_(pb_full)                    # p_b * (log p_b - log p_t)
+    kl = lb.sum(1).clamp_(min=0.0)
     return rank, pb, pt, kl
 
 
@@ -139,7 +158,7 @@ def score_batch(
     pb = np.empty(n, dtype=np.float64)
     pt = np.empty(n, dtype=np.float64) if tuned is not None else None
     kl = np.empty(n, dtype=np.float64) if tuned is not None else None
-    step = chunk_size(base.vocab, budget_mb)
+    step = chunk_size(base.vocab, budget_mb, with_tuned=tuned is not None)
     for s in range(0, n, step):
         e = min(n, s + step)
         lb = base.logits(hb[s:e])
