@@ -149,16 +149,16 @@ def test_lora_adapter_loads_and_changes_outputs(tiny: Path, toy, tmp_path: Path)
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_resume_gives_the_same_weights_as_uninterrupted(tiny: Path, toy, tmp_path: Path, method: str) -> None:
-    kw = dict(method=method, epochs=3, save_every=2, grad_accum=2, batch_size=1, warmup=0.2)
+    kw = dict(method=method, rows=6, epochs=2, save_every=2, grad_accum=2, batch_size=1, warmup=0.2)
     a = tune(toy, _cfg(tiny, tmp_path / "a", **kw), show_progress=False)
-    b = tune(toy, _cfg(tiny, tmp_path / "b", stop_after=5, **kw), show_progress=False)
-    assert b.status == "stopped" and b.steps_done == 5
-    assert (tmp_path / "b" / "checkpoints" / "step-000005").is_dir()
+    b = tune(toy, _cfg(tiny, tmp_path / "b", stop_after=3, **kw), show_progress=False)
+    assert b.status == "stopped" and b.steps_done == 3 and a.steps == 6
+    assert (tmp_path / "b" / "checkpoints" / "step-000003").is_dir()
     assert not (tmp_path / "b" / "itaudit_tune.json").exists()
     with pytest.raises(ItauditError, match="--resume"):
         tune(toy, _cfg(tiny, tmp_path / "b", **kw), show_progress=False)
     with pytest.raises(ItauditError, match="other settings"):
-        tune(toy, _cfg(tiny, tmp_path / "b", resume=True, **{**kw, "epochs": 4}), show_progress=False)
+        tune(toy, _cfg(tiny, tmp_path / "b", resume=True, **{**kw, "epochs": 3}), show_progress=False)
     c = tune(toy, _cfg(tiny, tmp_path / "b", resume=True, **kw), show_progress=False)
     assert c.status == "done" and c.run_id == b.run_id and c.losses == a.losses
     wa, wc = _weights(tmp_path / "a"), _weights(tmp_path / "b")

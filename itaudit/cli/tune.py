@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         rows: int = typer.Option(None, "--rows", "-n", help="train on the first N selected rows (idx order)"),
         epochs: int = typer.Option(1, "--epochs", "-e"),
         where: str = typer.Option(None, "--where", "-w", help=WHERE_HELP),
-        lr: float = typer.Option(None, "--lr", help="peak learning rate [default: 2e-4 lora, 2e-5 full]"),
+        lr: float = typer.Option(None, "--lr", help="peak learning rate (default 2e-4 for lora, 2e-5 for full)"),
         lora_r: int = typer.Option(8, "--lora-r"),
         lora_alpha: int = typer.Option(16, "--lora-alpha"),
         lora_targets: str = typer.Option(",".join(DEFAULT_TARGETS), "--lora-targets",
@@ -46,12 +46,15 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints"),
         stop_after: int = typer.Option(None, "--stop-after", help="stop after N steps (checkpointed; --resume later)"),
         plain: bool = typer.Option(False, "--plain-template", help="use '### Instruction/### Response' even with a chat template"),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, ... [default: cuda if available]"),
+        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)"),
         run_id: str = typer.Option(None, "--run-id", help="name the run in tune_runs"),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads (1 is often faster on a busy machine)"),
         db: str = DbOption,
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Fine-tune a model (loss on response tokens only); records the run in tune_runs."""
+        import os
+
         from ..store import Store
         from ..tune import TuneConfig
         from ..tune import tune as run_tune
@@ -65,6 +68,8 @@ def register(app: typer.Typer) -> None:
             warmup=warmup, weight_decay=weight_decay, save_every=save_every, resume=resume, overwrite=overwrite,
             keep_checkpoints=keep_checkpoints, stop_after=stop_after, plain_template=plain, device=device,
             run_id=run_id)
+        if threads:
+            os.environ["ITAUDIT_TORCH_THREADS"] = str(threads)
         with Store(db_path(db)) as store:
             res = run_tune(store, cfg, show_progress=not quiet,
                            log=None if quiet else (lambda m: console.print(m, highlight=False)))
