@@ -133,3 +133,6 @@ def test_eval_sets_given_as_files_are_ingested_once(store, tmp_path):
     assert store.dataset_info("gsm8k_test")["ingested_at"] == info["ingested_at"]   # unchanged: not re-ingested
     resolve_eval_sets(store, [str(f)])
     assert store.dataset_info("gsm8k_test")["ingested_at"] == info["ingested_at"]
+    g = d / "GSM8K_main.jsonl"
+    g.write_text(f.read_text())
+    assert resolve_eval_sets(store, [str(g)]) == ["gsm8k_main"]

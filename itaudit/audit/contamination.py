@@ -111,7 +111,7 @@ def resolve_eval_sets(store: Store, against: Sequence[str] | str, *, show_progre
     """Eval set names; entries may also be files (`path` or `name=path`), ingested on first use.
 
     A file is ingested with the format auto-detected and invalid rows skipped (MMLU has stray
-    header rows), under `name` or `<folder>_<stem>` (e.g. `gsm8k_test`); re-ingesting an
+    header rows), under `name` or `<folder>_<stem>` (`gsm8k_test`; `mmlu` for mmlu/mmlu.jsonl); re-ingesting an
     unchanged file is a no-op.
     """
     from pathlib import Path
@@ -128,7 +128,8 @@ def resolve_eval_sets(store: Store, against: Sequence[str] | str, *, show_progre
                 continue
             path = item
             p = Path(item)
-            name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{p.resolve().parent.name}_{p.stem}").strip("_").lower()
+            folder, stem = (re.sub(r"[^a-z0-9_]+", "_", x.lower()).strip("_") for x in (p.resolve().parent.name, p.stem))
+            name = stem if stem.startswith(folder) else f"{folder}_{stem}"   # mmlu/mmlu -> mmlu
         ingest(store, path, name.strip(), skip_invalid=True, show_progress=show_progress)
         names.append(name.strip())
     return names
