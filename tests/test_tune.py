@@ -217,3 +217,28 @@ def test_cli_tune_with_where(tiny: Path, toy, db_path: Path, tmp_path: Path) -> 
         main(["tune", "--base", str(tiny), "--dataset", "toy", "--where", "idx > 99", "--out",
               str(tmp_path / "none"), "--db", str(db_path), "--quiet"])
     assert e.value.code == 2
+
+
+def test_ctrl_c_checkpoints_the_last_finished_step(tiny: Path, toy, tmp_path: Path, monkeypatch) -> None:
+    import itaudit.tune.train as train
+
+    kw = dict(rows=6, epochs=2, batch_size=2, warmup=0.0)
+    a = tune(toy, _cfg(tiny, tmp_path / "a", **kw), show_progress=False)
+    real, calls = train.step_loss_sum, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "step_loss_sum", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        tune(toy, _cfg(tiny, tmp_path / "b", **kw), show_progress=False)
+    assert (tmp_path / "b" / "checkpoints" / "step-000003").is_dir()
+    assert toy.query("SELECT status, steps_done FROM tune_runs WHERE status = 'stopped'").rows() == [("stopped", 3)]
+    monkeypatch.setattr(train, "step_loss_sum", real)
+    c = tune(toy, _cfg(tiny, tmp_path / "b", resume=True, **kw), show_progress=False)
+    assert c.losses == a.losses
+    wa, wc = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
