@@ -128,7 +128,6 @@ def conflicting_neighbors(ctx, field: str = "prompt", threshold: float = 0.85, r
     vecs = ctx.vectors(field)
     cand = neighbour_pairs(vecs, threshold, k, show_progress=ctx.show_progress)
     hist = frame["history"].cast(pl.Utf8).fill_null("").to_list() if "history" in frame.columns else [""] * n
-    hist = [h if h not in ("[]", "null") else "" for h in hist]
     sysp = frame["system"].fill_null("").to_list() if "system" in frame.columns else [""] * n
     n_followup_skipped = 0
     if not include_followups:

@@ -1,8 +1,8 @@
 """Exact duplicates on normalized text, and duplicate instructions with different responses.
 
 Normalization: lowercase, punctuation removed, whitespace collapsed. The key of an instance is
-its system prompt + conversation history + instruction + input + response, so a follow-up turn
-("continue") only matches another with the same conversation before it.
+its system prompt + conversation history (exact) + instruction + input + response, so a
+follow-up turn ("continue") only matches another with the same conversation before it.
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ def _norm_expr(col: str) -> pl.Expr:
 
 def _keys(frame: pl.DataFrame) -> pl.DataFrame:
     """idx, prompt_key (system+history+instruction+input), response_key; all normalized."""
-    cols = [c for c in ("system", "history", "instruction", "input") if c in frame.columns]
+    cols = [c for c in ("system", "instruction", "input") if c in frame.columns]
+    # history (an md5 from AuditContext.instances) is matched as is: normalizing it costs
+    # quadratic time in long conversations
+    hist = [pl.col("history").cast(pl.Utf8).fill_null("")] if "history" in frame.columns else []
     f = frame.select(
         "idx",
-        pl.concat_str([_norm_expr(c) for c in cols], separator=_SEP).alias("prompt_key"),
+        pl.concat_str(hist + [_norm_expr(c) for c in cols], separator=_SEP).alias("prompt_key"),
         _norm_expr("response").alias("response_key"),
     )
     return f

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
@@ -48,24 +47,65 @@ class UnionFind:
         return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
 
 
-def shingle_hashes(words: list[str], size: int = 5) -> np.ndarray:
-    """Sorted unique crc32 hashes of word `size`-shingles (a short text is one shingle)."""
+_MULT = ((np.arange(1, 65, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1))
+
+
+class WordCodes:
+    """word -> random 64-bit code, consistent within one instance (faster than hashing each word)."""
+
+    def __init__(self, seed: int = 5):
+        self.ids: dict[str, int] = {}
+        self.rng = np.random.default_rng(seed)
+        self.codes = np.zeros(0, dtype=np.uint64)
+
+    def __call__(self, words: list[str]) -> np.ndarray:
+        ids = self.ids
+        out = np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.int64, count=len(words))
+        if len(ids) > len(self.codes):
+            extra = max(len(ids) - len(self.codes), 1 << 16)
+            self.codes = np.concatenate([self.codes, self.rng.integers(1, 2**63, size=extra, dtype=np.uint64)])
+        return self.codes[out]
+
+
+def _crc_codes(words: list[str]) -> np.ndarray:
+    return np.fromiter((zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words), dtype=np.uint64,
+                       count=len(words))
+
+
+def shingle_hashes(words: list[str], size: int = 5, codes: WordCodes | None = None) -> np.ndarray:
+    """Sorted unique 32-bit hashes of word `size`-shingles (a text shorter than `size` is one shingle).
+
+    Each word gets a code (crc32, or `codes` for speed within one run); see `shingles_of_codes`.
+    """
     if not words:
         return np.zeros(0, dtype=np.uint32)
-    if len(words) < size:
-        grams: Iterable[str] = [" ".join(words)]
-    else:
-        grams = (" ".join(words[i:i + size]) for i in range(len(words) - size + 1))
-    return np.unique(np.fromiter((zlib.crc32(g.encode("utf-8", "surrogatepass")) for g in grams), dtype=np.uint32))
+    return shingles_of_codes(codes(words) if codes is not None else _crc_codes(words), size)
 
 
-def _crc(v: bytes) -> int:
-    return zlib.crc32(v)
+def shingles_of_codes(c: np.ndarray, size: int = 5) -> np.ndarray:
+    """Shingle hashes from per-word uint64 codes: position-dependent odd multipliers, summed with
+    uint64 wrap-around, mixed, top 32 bits; sorted and unique."""
+    if len(c) == 0:
+        return np.zeros(0, dtype=np.uint32)
+    n = min(size, len(c))
+    win = np.lib.stride_tricks.sliding_window_view(c, n)
+    with np.errstate(over="ignore"):
+        h = (win * _MULT[:n]).sum(axis=1, dtype=np.uint64) + np.uint64(n)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+    return np.unique((h >> np.uint64(32)).astype(np.uint32))
+
+
+_PERMS: dict[int, object] = {}
 
 
 def minhash_of(hashes: np.ndarray, num_perm: int = 128) -> MinHash:
     """A datasketch MinHash of precomputed 32-bit shingle hashes (they are its hash values)."""
-    m = MinHash(num_perm=num_perm, hashfunc=int)
+    if num_perm not in _PERMS:  # generating the permutations is most of MinHash() cost: share them
+        base = MinHash(num_perm=num_perm, hashfunc=int)
+        _PERMS[num_perm] = (base.permutations, base.scheme)
+    perms, scheme = _PERMS[num_perm]
+    m = MinHash(num_perm=num_perm, hashfunc=int, permutations=perms, scheme=scheme)
     if len(hashes):
         m.update_batch(hashes.tolist())
     return m
@@ -78,10 +118,26 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def normalized_words(frame: pl.DataFrame, max_words: int) -> list[list[str]]:
-    text = frame.select(pl.concat_str([_norm_expr(c) for c in ("instruction", "input", "response")],
-                                      separator=" ").str.strip_chars().alias("t"))["t"].to_list()
-    return [t.split()[:max_words] for t in text]
+def instance_shingles(frame: pl.DataFrame, size: int = 5, max_words: int = 2000) -> list[np.ndarray]:
+    """Shingle hashes of each normalized whole instance (instruction + input + response).
+
+    Words are split and hashed by polars in one vectorized pass (codes are consistent within the
+    run, which is all MinHash LSH needs); shingles are then formed per row in numpy.
+    """
+    words = frame.select(
+        pl.concat_str([_norm_expr(c) for c in ("instruction", "input", "response")], separator=" ")
+        .str.replace_all(r"\s+", " ").str.strip_chars().str.split(" ").list.head(max_words).alias("w"))["w"]
+    lens = words.list.len().to_numpy()
+    codes = words.explode().hash(seed=5).to_numpy().astype(np.uint64, copy=False)
+    ends = np.cumsum(lens)
+    out = []
+    for i, (e, n) in enumerate(zip(ends.tolist(), lens.tolist(), strict=True)):
+        c = codes[e - n:e]
+        if n == 1 and words[i][0] == "":  # an empty text
+            out.append(np.zeros(0, dtype=np.uint32))
+        else:
+            out.append(shingles_of_codes(c, size))
+    return out
 
 
 def minhash_pairs(shingles: list[np.ndarray], *, threshold: float = 0.8, num_perm: int = 128,
@@ -141,8 +197,7 @@ def near_duplicates(ctx, field: str = "all", threshold: float = 0.95, jaccard_th
     show = ctx.show_progress
     vecs = ctx.vectors(field) if use_embedding else None
     emb = embedding_pairs(vecs, threshold, max_per_row=max_pairs_per_row, show_progress=show) if use_embedding else {}
-    words = normalized_words(frame, max_words)
-    shingles = [shingle_hashes(w, shingle) for w in words]
+    shingles = instance_shingles(frame, shingle, max_words)
     mh: dict[tuple[int, int], float] = {}
     mhs: list[MinHash] = []
     if use_minhash:

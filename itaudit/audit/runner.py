@@ -68,6 +68,12 @@ register_check("novelty", "itaudit.audit.novelty:novelty", "base-model bits per 
 register_check("risk", "itaudit.audit.risk:risk", "per-instance risk: 1 - prod(1 - w_c * score_c) over the latest checks")
 
 
+DEFAULT_COLUMNS = (
+    "idx, system, CASE WHEN history IS NULL OR CAST(history AS VARCHAR) IN ('[]', 'null') THEN '' "
+    "ELSE md5(CAST(history AS VARCHAR)) END AS history, instruction, input, response"
+)
+
+
 @dataclass
 class AuditContext:
     """What a check gets: the store, the dataset, and shared, lazily computed embeddings."""
@@ -103,7 +109,8 @@ class AuditContext:
         return embed_dataset(self.store, self.dataset, field_name, self.embedder,
                              show_progress=self.show_progress, idx=idx)
 
-    def instances(self, columns: str = "idx, system, history, instruction, input, response") -> pl.DataFrame:
+    def instances(self, columns: str = DEFAULT_COLUMNS) -> pl.DataFrame:
+        """Rows of the dataset in idx order (`history` as an md5, '' when there is none: it can be large)."""
         if columns not in self._frames:
             self._frames[columns] = self.store.instances(self.dataset, columns)
         return self._frames[columns]

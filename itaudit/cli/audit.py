@@ -44,20 +44,20 @@ def register(app: typer.Typer) -> None:
             params.setdefault(check, {})[p] = val
 
         def done(o) -> None:
-            console.print(f"[green]✓[/] {o.check}: {int(o.result.flag.sum()):,} flagged in {o.seconds:.1f}s")
+            console.print(f"[green]✓[/] {o.check}: {int(o.result.flag.sum()):,} flagged in {o.seconds:.1f}s "
+                          f"[dim](run {o.run_id})[/]")
 
         with Store(db_path(db)) as store:
             outcomes = run_checks(store, name, checks, index_dir=Path(index_dir_of(index_dir)), model=model,
                                   show_progress=not quiet, params=params, on_done=done)
         t = Table(title=f"audit of {name}")
-        for c in ("check", "flagged", "% rows", "found", "mean score", "seconds", "run_id"):
-            t.add_column(c, justify="right" if c not in ("check", "run_id", "found") else "left",
-                         no_wrap=c in ("check", "run_id"))
+        for c in ("check", "flagged", "% rows", "found", "mean score", "seconds"):
+            t.add_column(c, justify="right" if c not in ("check", "found") else "left", no_wrap=c == "check")
         for o in outcomes:
             r, s = o.result, o.result.summary
             n = len(r.idx)
             found = next((f"{s[k]:,} {k.removeprefix('n_').replace('_', ' ')}" for k in _FOUND_KEYS if k in s), "")
             t.add_row(o.check, f"{int(r.flag.sum()):,}", f"{100 * r.flag.sum() / max(n, 1):.2f}", found,
-                      f"{float(r.score.mean()) if n else 0:.4f}", f"{o.seconds:.1f}", o.run_id)
+                      f"{float(r.score.mean()) if n else 0:.4f}", f"{o.seconds:.1f}")
         out.print(t)
         console.print("[dim]details: itaudit query --report duplicates | near_duplicates | conflicts | checks[/]")
