@@ -112,3 +112,56 @@ def test_interrupted_run_keeps_finished_chunks_and_resumes(store, ds, embedder) 
     v = embed_dataset(store, ds, "response", c2, show_progress=False, chunk_size=3)
     assert c2.texts == len(ROWS) - 6
     np.testing.assert_allclose(v, embedder.encode([r["output"] for r in ROWS]), atol=1e-5)
+
+
+_CHILD = r"""
+import sys
+from itaudit.embed import Embedder, embed_dataset
+from itaudit.store import Store
+
+class Loud:
+    def __init__(self, inner):
+        self.inner = inner
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def encode(self, texts, batch_size=64, show_progress=False):
+        v = self.inner.encode(texts, batch_size=batch_size)
+        print("chunk", flush=True)
+        return v
+
+with Store(sys.argv[1]) as s:
+    embed_dataset(s, "many", "instruction", Loud(Embedder()), show_progress=False, chunk_size=16)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_loses_at_most_the_chunk_in_flight(db_path, tmp_path, embedder) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from itaudit.store import Store
+
+    rows = [{"instruction": f"Question number {i}: what is {i} plus {i * 7}?", "input": "", "output": str(8 * i)}
+            for i in range(400)]
+    with Store(db_path) as s:
+        ingest(s, write_alpaca(tmp_path / "m.json", rows), "many", show_progress=False)
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(db_path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith("chunk")
+        if seen == 4:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with Store(db_path) as s:
+        kept = s.query("SELECT count(*) AS n FROM embedding_cache")["n"][0]
+        assert 3 * 16 <= kept < 400          # finished chunks survived kill -9
+        c = Counting(embedder)
+        v = embed_dataset(s, "many", "instruction", c, show_progress=False, chunk_size=16)
+        assert c.texts == 400 - kept and v.shape == (400, 384)
+        np.testing.assert_allclose(v[:5], embedder.encode([r["instruction"] for r in rows[:5]]), atol=1e-5)

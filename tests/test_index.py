@@ -107,7 +107,7 @@ def test_build_save_load_search_and_padding(store, ds, embedder, tmp_path) -> No
     assert evaluate(load_index(idir, ds, "instruction", "ivfpq"), loaded.index.reconstruct_n(0, 8))["recall"] == 1.0
 
 
-def test_stale_index_is_detected_and_cli_rebuilds(store, ds, embedder, tmp_path, db_path) -> None:
+def test_stale_index_is_detected_and_cli_rebuilds(store, ds, embedder, tmp_path, db_path, capsys) -> None:
     from itaudit.cli import main
 
     idir = tmp_path / "idx"
@@ -118,7 +118,9 @@ def test_stale_index_is_detected_and_cli_rebuilds(store, ds, embedder, tmp_path,
     with pytest.raises(StaleIndexError, match="stale"):
         load_index(idir, ds, "instruction", store=store)
     store.close()
-    main(["index", ds, "--field", "instruction", "--kind", "hnsw", "--index-dir", str(idir), "--db", str(db_path)])
+    main(["index", ds, "--field", "instruction", "--kind", "hnsw", "--index-dir", str(idir), "--db", str(db_path),
+          "--eval-recall"])
+    assert "recall@10 vs exact" in capsys.readouterr().err
     from itaudit.store import Store
 
     with Store(db_path) as s2:
