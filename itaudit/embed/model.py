@@ -54,6 +54,9 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every load
 
         if backend not in BACKENDS:
             raise ItauditError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
