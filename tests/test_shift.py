@@ -198,10 +198,21 @@ def test_cli_shift(tmp_path: Path, models) -> None:
     r = tmp_path / "r.jsonl"
     r.write_text(json.dumps({"instruction": "Say hi", "output": "Hi there."}))
     main(["shift", "--base", str(models["base"]), "--responses", str(r), "--db", str(db), "-q", "--run-id", "c3"])
+    main(["ingest", str(r), "--name", "it", "--db", str(db)])
+    main(["shift", "--base", str(models["base"]), "--dataset", "it", "--reference", "it", "--db", str(db), "-q",
+          "--run-id", "c4"])
+    main(["generate", "--model", str(models["tuned"]), "--prompts", str(f), "--limit", "3", "--max-new-tokens", "5",
+          "--db", str(db), "-q", "--run-id", "g"])
+    main(["shift", "--base", str(models["base"]), "--generations", "g", "--db", str(db), "-q", "--run-id", "c5"])
     with Store(db) as s:
         runs = s.query("SELECT run_id, mode, kl_available FROM shift_runs ORDER BY run_id").rows()
         n = s.query("SELECT run_id, count(DISTINCT prompt_id) AS n FROM shift_tokens GROUP BY ALL ORDER BY run_id").rows()
-    assert runs == [("c1", "models", True), ("c2", "adapter", True), ("c3", "responses", False)]
-    assert n == [("c1", 5), ("c2", 2), ("c3", 1)]
+        c4 = s.query("SELECT response FROM shift_responses WHERE run_id = 'c4'")["response"].to_list()
+        c5 = s.query("SELECT prompt, response FROM shift_responses WHERE run_id = 'c5' ORDER BY prompt_id")
+        gen = s.query("SELECT prompt, response FROM generations WHERE run_id = 'g' ORDER BY prompt_id")
+    assert runs == [("c1", "models", True), ("c2", "adapter", True), ("c3", "responses", False),
+                    ("c4", "responses", False), ("c5", "responses", False)]
+    assert n[:4] == [("c1", 5), ("c2", 2), ("c3", 1), ("c4", 1)]
+    assert c4 == ["Hi there."] and c5["prompt"].to_list() == gen["prompt"].to_list()
     with pytest.raises(SystemExit):
         main(["shift", "--base", str(models["base"]), "--db", str(db)])
