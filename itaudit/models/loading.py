@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,10 @@ def load_model(
 
     apply_thread_setting()
     path, model_id = resolve(spec, show_progress=show_progress)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # loading the safetensors cache takes ~1 s: no bar
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft on transformers 5
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False
     )
