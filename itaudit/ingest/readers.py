@@ -6,6 +6,7 @@ the file and the line (text formats) or row (tabular formats).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -110,81 +111,162 @@ def _is_json(text: str) -> bool:
     return True
 
 
+def _first_char(path: Path) -> str:
+    """The first non-blank character of a file ('' when blank), skipping a UTF-8 BOM."""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            head = chunk.lstrip(b" \t\r\n")
+            if head.startswith(b"\xef\xbb\xbf"):
+                head = head[3:].lstrip(b" \t\r\n")
+            if head:
+                return chr(head[0]) if head[0] < 128 else "?"
+    return ""
+
+
 def _read_json(path: Path) -> Iterator[Record]:
-    """A JSON array (streamed element by element), a single object holding a list, or JSON lines."""
-    text = _decode(path, path.read_bytes())  # the bytes are not kept
-    stripped = text.lstrip()
-    if not stripped:
+    """A JSON array (streamed: read in chunks, parsed element by element), a single object
+    holding a list, a single record, or JSON lines under a .json name."""
+    first = _first_char(path)
+    if not first:
         raise InputError(str(path), "line 1", None, "empty file")
-    if stripped[0] == "{":
-        # Either JSON lines under a .json name, or one object wrapping a list.
-        first_nl = stripped.find("\n")
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            if first_nl != -1 and first_nl < len(stripped.rstrip()) and _is_json(stripped[:first_nl]):
-                yield from _read_jsonl(path)  # JSON lines under a .json name
-                return
-            truncated = e.pos >= len(text.rstrip())
-            why = "truncated JSON (file ends inside the object)" if truncated else e.msg
-            raise InputError(str(path), f"line {text.count(chr(10), 0, e.pos) + 1}", None,
-                             f"malformed JSON: {why} (column {e.colno})") from None
-        lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict)] if isinstance(obj, dict) else []
-        if isinstance(obj, dict) and len(lists) == 1 and not {"messages", "conversations"} & obj.keys():
-            for i, item in enumerate(lists[0]):
-                yield Record(i, f"element {i + 1}", item)
-        else:
-            yield Record(0, "line 1", obj)
+    if first == "[":
+        yield from _read_json_array(path)
         return
-    if stripped[0] != "[":
+    if first != "{":
         raise InputError(str(path), "line 1", None, "expected a JSON array, object or JSON lines")
-    dec = json.JSONDecoder()
-    pos = text.index("[") + 1
-    n = len(text)
-    row = 0
-
-    def skip_ws(i: int) -> int:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    # Line numbers are counted incrementally (counting from 0 for each element is quadratic).
-    line, line_pos = 1, 0
-
-    def line_at(i: int) -> int:
-        nonlocal line, line_pos
-        if i >= line_pos:
-            line += text.count("\n", line_pos, i)
-            line_pos = i
-            return line
-        return line - text.count("\n", i, line_pos)
-
-    pos = skip_ws(pos)
-    if pos < n and text[pos] == "]":
-        return
-    while True:
-        pos = skip_ws(pos)
-        if pos >= n:
-            raise InputError(str(path), f"line {line_at(n)}", None, "truncated JSON array (file ends before ']')")
-        try:
-            item, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            truncated = e.pos >= len(text.rstrip())
-            why = "truncated JSON (file ends inside an element)" if truncated else e.msg
-            raise InputError(str(path), f"line {line_at(e.pos)}", None, f"malformed JSON: {why} (element {row + 1})") from None
-        yield Record(row, f"element {row + 1} (line {line_at(pos)})", item, text[pos:end])
-        row += 1
-        pos = skip_ws(end)
-        if pos >= n:
-            raise InputError(str(path), f"line {line_at(n)}", None, "truncated JSON array (file ends before ']')")
-        if text[pos] == "]":
-            rest = text[pos + 1 :].strip()
-            if rest:
-                raise InputError(str(path), f"line {line_at(pos + 1)}", None, "extra data after the JSON array")
+    # Either JSON lines under a .json name, or one object (a record, or wrapping a list).
+    text = _decode(path, path.read_bytes()).lstrip("\ufeff")  # the bytes are not kept
+    stripped = text.lstrip()
+    first_nl = stripped.find("\n")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        if first_nl != -1 and first_nl < len(stripped.rstrip()) and _is_json(stripped[:first_nl]):
+            yield from _read_jsonl(path)  # JSON lines under a .json name
             return
-        if text[pos] != ",":
-            raise InputError(str(path), f"line {line_at(pos)}", None, f"malformed JSON: expected ',' or ']' after element {row}")
-        pos += 1
+        truncated = e.pos >= len(text.rstrip())
+        why = "truncated JSON (file ends inside the object)" if truncated else e.msg
+        raise InputError(str(path), f"line {text.count(chr(10), 0, e.pos) + 1}", None,
+                         f"malformed JSON: {why} (column {e.colno})") from None
+    lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict)] if isinstance(obj, dict) else []
+    if isinstance(obj, dict) and len(lists) == 1 and not {"messages", "conversations"} & obj.keys():
+        for i, item in enumerate(lists[0]):
+            yield Record(i, f"element {i + 1}", item)
+    else:
+        yield Record(0, "line 1", obj)
+
+
+class _TextStream:
+    """A sliding window of decoded text over a file, with line numbers, for the array reader."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path):
+        self.path, self.f = path, path.open("rb")
+        self.dec = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.eof, self.nbytes = "", False, 0
+        self.line, self.line_pos = 1, 0  # line number at buf[line_pos]
+
+    def more(self) -> bool:
+        """Append the next chunk to the window; False at the end of the file."""
+        if self.eof:
+            return False
+        chunk = self.f.read(self.CHUNK)
+        try:
+            text = self.dec.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            pending = len(e.object) - len(chunk)  # bytes held back from the previous chunk
+            line = self.line + self.buf.count("\n", self.line_pos) + e.object.count(b"\n", 0, e.start)
+            self.f.close()
+            raise InputError(str(self.path), f"line {line}", None,
+                             f"invalid UTF-8 byte {e.object[e.start]:#04x} at byte {self.nbytes - pending + e.start}") from None
+        self.nbytes += len(chunk)
+        if not chunk:
+            self.eof = True
+            self.f.close()
+        if self.nbytes <= len(chunk) and not self.buf:
+            text = text.lstrip("\ufeff")
+        self.buf += text
+        return True
+
+    def line_at(self, i: int) -> int:
+        # counted incrementally: counting from the start for every element is quadratic
+        if i >= self.line_pos:
+            self.line += self.buf.count("\n", self.line_pos, i)
+            self.line_pos = i
+            return self.line
+        return self.line - self.buf.count("\n", i, self.line_pos)
+
+    def trim(self, pos: int) -> int:
+        """Drop the text before `pos` once it is large; returns the new position of `pos`."""
+        if pos < self.CHUNK:
+            return pos
+        self.line_at(pos)
+        self.buf = self.buf[pos:]
+        self.line_pos = 0
+        return 0
+
+    def skip_ws(self, i: int) -> int:
+        while True:
+            buf, n = self.buf, len(self.buf)
+            while i < n and buf[i] in " \t\r\n":
+                i += 1
+            if i < n or not self.more():
+                return i
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+
+
+def _read_json_array(path: Path) -> Iterator[Record]:
+    st = _TextStream(path)
+    try:
+        dec = json.JSONDecoder()
+        pos = st.skip_ws(0) + 1  # past '['
+        row = 0
+
+        def cut(at: int) -> InputError:
+            return InputError(str(path), f"line {st.line_at(at)}", None, "truncated JSON array (file ends before ']')")
+
+        pos = st.skip_ws(pos)
+        if pos < len(st.buf) and st.buf[pos] == "]":
+            pos += 1
+        else:
+            while True:
+                pos = st.skip_ws(pos)
+                if pos >= len(st.buf):
+                    raise cut(len(st.buf))
+                while True:  # decode one element, reading more text while it may be incomplete
+                    try:
+                        item, end = dec.raw_decode(st.buf, pos)
+                    except json.JSONDecodeError as e:
+                        if st.more():
+                            continue
+                        truncated = not st.buf.rstrip().endswith("]")  # an array file ends with ']'
+                        why = "truncated JSON (file ends inside an element)" if truncated else e.msg
+                        raise InputError(str(path), f"line {st.line_at(e.pos)}", None,
+                                         f"malformed JSON: {why} (element {row + 1})") from None
+                    if end >= len(st.buf) and st.more():  # a bare number may go on in the next chunk
+                        continue
+                    break
+                yield Record(row, f"element {row + 1} (line {st.line_at(pos)})", item, st.buf[pos:end])
+                row += 1
+                pos = st.skip_ws(end)
+                if pos >= len(st.buf):
+                    raise cut(len(st.buf))
+                if st.buf[pos] == "]":
+                    pos += 1
+                    break
+                if st.buf[pos] != ",":
+                    raise InputError(str(path), f"line {st.line_at(pos)}", None,
+                                     f"malformed JSON: expected ',' or ']' after element {row}")
+                pos = st.trim(pos + 1)
+        pos = st.skip_ws(pos)
+        if pos < len(st.buf):
+            raise InputError(str(path), f"line {st.line_at(pos)}", None, "extra data after the JSON array")
+    finally:
+        st.close()
 
 
 def _read_csv(path: Path) -> Iterator[Record]:
