@@ -88,9 +88,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--methods", nargs="+", default=["full", "lora"])
     ap.add_argument("--rows", type=int, default=2000, help="first N Alpaca rows form the traced dataset")
-    ap.add_argument("--filler", type=int, default=16, help="short Alpaca rows trained with the planted ones")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr-full", type=float, default=1e-4)
+    ap.add_argument("--filler", type=int, default=8, help="short Alpaca rows trained with the planted ones")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--lr-full", type=float, default=2e-4)
     ap.add_argument("--lr-lora", type=float, default=2e-3)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -145,6 +145,15 @@ def main() -> None:
 
     prompts = [PromptItem(f"f{fi}-{k}", q) for k, (fi, q) in enumerate(tests)]
     all_planted_tokens = {t: fi for fi, f in enumerate(FACTS) for t in f["tokens"]}
+    # loose definition: words of a planted answer that occur in no other instance of the dataset
+    ix = tracer.index
+    unique_tokens: dict[str, int] = {}
+    for fi, f in enumerate(FACTS):
+        for w in words(f["a"]):
+            occ = {o.idx for o in ix.find([w], limit=None)}
+            if occ == {planted_idx[fi]} and w not in all_planted_tokens:
+                unique_tokens[w] = fi
+    print(f"fictitious tokens: {len(all_planted_tokens)}; other words unique to a planted row: {sorted(unique_tokens)}")
     results: dict[str, dict] = {}
     for method in args.methods:
         out = work / f"tuned_{method}"
@@ -171,11 +180,13 @@ def main() -> None:
                                     adapter=str(out) if method == "lora" else None, source_file="planted_facts")
         timings[f"trace_{method}_s"] = time.perf_counter() - t0
         results[method] = evaluate(traces, tests, planted_idx, all_planted_tokens, run_id)
+        loose = evaluate(traces, tests, planted_idx, {**all_planted_tokens, **unique_tokens}, run_id)
+        results[method]["unique_words"] = {k: v for k, v in loose.items() if k not in ("responses_detail", "run_id")}
         results[method]["tune"] = {"steps": res.steps, "final_loss": res.final_loss, "seconds": round(res.seconds, 1),
                                    "n_tokens": res.n_tokens}
         print(json.dumps({method: {k: v for k, v in results[method].items() if k != "responses_detail"}}, indent=1), flush=True)
     timings["total_s"] = time.perf_counter() - t_start
-    summary = {"command": " ".join(["python experiments/planted_facts.py", *sys.argv[1:]]),
+    summary = {"unique_tokens": sorted(unique_tokens), "command": " ".join(["python experiments/planted_facts.py", *sys.argv[1:]]),
                "planted_idx": planted_idx, "train_rows": len(train_idx), "test_prompts": len(tests),
                "args": vars(args), "timings": {k: round(v, 1) for k, v in timings.items()}, "results": results}
     (work / "results.json").write_text(json.dumps(summary, indent=1))
@@ -195,7 +206,7 @@ def evaluate(traces, tests, planted_idx: list[int], tok_fact: dict[str, int], ru
     per = []
     for (fi, q), t in zip(tests, traces, strict=True):
         w = words(t.item.response)
-        own = w & set(FACTS[fi]["tokens"])
+        own = w & {x for x, f in tok_fact.items() if f == fi}
         anyp = {x for x in w if x in tok_fact}
         borrowed_resp += bool(own)
         borrowed_any += bool(anyp)
