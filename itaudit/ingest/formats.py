@@ -124,7 +124,10 @@ def qa(rec: dict) -> Iterator[Turn]:
         a_key = _first(low, ("answer", "best_answer", "response", "output"))
         if a_key is None:
             raise FieldError("answer", "missing required field")
-        answer, inp = _str(low, a_key), None
+        raw_answer = low[a_key]
+        if isinstance(raw_answer, (int, float)) and not isinstance(raw_answer, bool):
+            raw_answer = str(raw_answer)  # numeric answers (e.g. {"answer": 72}) are fine
+        answer, inp = _str({a_key: raw_answer}, a_key), None
     yield Turn(
         instruction=_nonempty(_str(low, q_key), q_key),
         response=_nonempty(answer, "answer", "answer"),
