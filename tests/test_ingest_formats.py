@@ -249,3 +249,14 @@ def test_content_hash_covers_every_normalized_field(store, tmp_path: Path):
     assert got[3]["system"] == "Be brief."
     assert all(len(x) == 40 and int(x, 16) >= 0 for x in h)  # sha1 hex
     assert hashlib.sha1(b"").hexdigest() not in h
+
+
+def test_qa_numeric_and_wrongly_typed_answers(store, tmp_path: Path):
+    p = tmp_path / "qa.jsonl"
+    p.write_text('{"question": "6 x 7?", "answer": 42}\n{"question": "Half of 3?", "answer": 1.5}\n')
+    ingest(store, p, "num", show_progress=False)
+    assert store.instances("num", "response")["response"].to_list() == ["42", "1.5"]
+    p.write_text('{"question": "6 x 7?", "answer": 42}\n{"question": "Yes?", "answer": true}\n')
+    with pytest.raises(InputError) as e:
+        ingest(store, p, "bad", show_progress=False)
+    assert (e.value.location, e.value.field, e.value.reason) == ("line 2", "answer", "expected a string, got bool")
