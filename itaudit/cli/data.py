@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .. import sqlfiles
+from ..errors import InputError
 from ..ingest import ingest as run_ingest
 from ..ingest.formats import FORMATS
 from ..store import Store
@@ -55,6 +56,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, "--split", help="split of a HF DatasetDict [default: train]"),
     ) -> None:
         """Normalize an IT dataset into the database (atomic; idempotent)."""
+        if not path.exists():  # before opening (and maybe creating) the database
+            raise InputError(str(path), None, None, "file does not exist")
         with Store(db_path(db)) as store:
             r = run_ingest(store, path, name, format.value, skip_invalid=skip_invalid, split=split)
         if r.unchanged:
