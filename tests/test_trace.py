@@ -236,3 +236,25 @@ def test_cli_trace_tuned_adapter_defaults_base_to_model_without_adapter(tmp_path
         assert "+" in run["tuned_model"] and run["base_model"] == str(tiny.resolve())
         r = s.query("SELECT * FROM trace_responses").row(0, named=True)
         assert r["reference"] == "In Spokane." and r["n_candidates"] >= 0
+
+
+def test_cli_trace_stored_generations(tmp_path: Path, tiny: Path) -> None:
+    from itaudit.cli import main
+    from itaudit.store import Store
+
+    src = tmp_path / "toy.json"
+    src.write_text(json.dumps(_rows()))
+    db, idir = str(tmp_path / "t.duckdb"), str(tmp_path / "ix")
+    main(["ingest", str(src), "--name", "toy", "--db", db])
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in ("Name a fruit.", "Describe the sea.")))
+    main(["generate", "--model", str(tiny), "--prompts", str(prompts), "--max-new-tokens", "6", "--db", db,
+          "-q", "--run-id", "g1"])
+    main(["trace", "-d", "toy", "--generations", "g1", "--base", str(tiny), "--no-neighbours", "--db", db,
+          "--index-dir", idir, "-q", "--run-id", "t1"])
+    with Store(db) as s:
+        run = s.query("SELECT * FROM trace_runs WHERE run_id = 't1'").row(0, named=True)
+        assert run["mode"] == "shift" and run["tuned_model"] == str(tiny.resolve())
+        got = s.query("SELECT prompt_id, response FROM trace_responses WHERE run_id = 't1' ORDER BY prompt_id")
+        want = s.query("SELECT prompt_id, response FROM generations WHERE run_id = 'g1' ORDER BY prompt_id")
+        assert got.equals(want)
