@@ -56,6 +56,11 @@ BAD = [
     ("unknown_role", "s.json", json.dumps([
         {"id": "a", "conversations": [{"from": "narrator", "value": "hi"}, {"from": "gpt", "value": "x"}]},
     ]).encode(), "element 1", "conversations[0].from", "unknown role 'narrator'", False),
+    ("assistant_twice", "s.jsonl", jl(
+        {"id": "a", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+        {"id": "b", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "a"},
+                                      {"from": "gpt", "value": "b"}]},
+    ), "line 2", "conversations[2]", "assistant turn without a preceding user turn", True),
     ("non_utf8_jsonl", "d.jsonl", jl(GOOD[0], b'{"instruction": "x", "output": "caf\xe9"}'),
      "line 2", None, "invalid UTF-8 byte 0xe9", True),
     ("non_utf8_json_array", "a.json", _alpaca_array_with_bad_utf8(), "line 10", None, "invalid UTF-8", False),
@@ -291,3 +296,20 @@ def test_changed_file_replaces_the_dataset(populated_db, fixtures, tmp_path):
         assert s.query("SELECT count(*) AS n FROM instances WHERE dataset = 'target'")["n"][0] == 4
         assert s.dataset_info("target")["n_rows"] == 4
         assert s.instances("keep").equals(keep_before)  # other datasets untouched
+
+
+def test_oasst_messages_skip_invalid_drops_the_branch(store, fixtures, tmp_path):
+    """A bad OASST message is rejected with the replies under it; the rest of the tree is kept."""
+    rows = [json.loads(x) for x in (fixtures / "oasst_messages.jsonl").read_text().splitlines()]
+    # file order: P1, A3, A1, P2, A2, D1 -> break P2 (line 4): A3 hangs below it
+    del rows[3]["text"]
+    p = _write(tmp_path, "o.jsonl", jl(*rows))
+    with pytest.raises(InputError) as e:
+        ingest(store, p, "o", show_progress=False)
+    assert (e.value.location, e.value.field, e.value.reason) == ("line 4", "text", "missing required field")
+    r = ingest(store, p, "o", skip_invalid=True, show_progress=False)
+    assert (r.n_rows, r.n_rejected) == (2, 2)
+    rej = store.query("SELECT location, field, reason FROM rejected_rows ORDER BY location").rows()
+    assert rej[0][:2] == ("line 2", "parent_id") and "not found" in rej[0][2]  # A3, under the bad P2
+    assert rej[1] == ("line 4", "text", "missing required field")
+    assert sorted(store.instances("o", "source_row")["source_row"].to_list()) == [2, 4]  # A1, A2
