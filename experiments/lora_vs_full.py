@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                "mean_base_prob"]
     side = pl.DataFrame({"metric": metrics, **{
         r["method"]: [str(r[m]) for m in metrics] for r in table.iter_rows(named=True)}})
-    print_frame(side, title=f"LoRA vs full fine-tuning of {a.base} on {a.rows} {a.dataset_name} rows: "
-                            f"token shift against the base on {len(items)} prompts")
+    print(f"LoRA vs full fine-tuning of {a.base} on the first {a.rows} {a.dataset_name} rows: token shift "
+          f"against the base on {len(items)} prompts of {a.prompts.name}")
+    print_frame(side, title="tune_shift")
     top = (tokens.group_by("method", maintain_order=True)
            .agg(pl.concat_str([pl.col("token").map_elements(repr, return_dtype=pl.Utf8), pl.lit("×"),
                                 pl.col("n").cast(pl.Utf8)]).head(12).str.join("  ").alias("most shifted tokens")))
