@@ -185,6 +185,9 @@ def register(app: typer.Typer) -> None:
                 add_categories(items, blm, show_progress=not quiet)
                 mode = "shift"
                 del blm
+            if mode == "lexical" and not quiet:
+                console.print("[yellow]no --base / --shift-run:[/] lexical candidates (every content-word run); "
+                              "give --base M for shift-based candidates")
             tracer = Tracer(store, dataset, index_dir=idir, neighbours=neighbours,
                             config=TraceConfig(top_k=top_k), show_progress=not quiet)
             rid, traces = tracer.run(items, mode=mode, tuned_model=tuned_id, base_model=base_id,
