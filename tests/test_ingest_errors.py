@@ -313,3 +313,15 @@ def test_oasst_messages_skip_invalid_drops_the_branch(store, fixtures, tmp_path)
     assert rej[0][:2] == ("line 2", "parent_id") and "not found" in rej[0][2]  # A3, under the bad P2
     assert rej[1] == ("line 4", "text", "missing required field")
     assert sorted(store.instances("o", "source_row")["source_row"].to_list()) == [2, 4]  # A1, A2
+
+
+def test_many_rejected_rows_are_flushed_and_capped(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH", 2)
+    monkeypatch.setattr(pipeline, "REJECTED_RAW_CHARS", 50)
+    bad = [{"instruction": f"q{i}", "output": "", "note": "x" * 200} for i in range(5)]
+    p = _write(tmp_path, "many.jsonl", jl(GOOD[0], *bad, GOOD[1]))
+    r = ingest(store, p, "many", skip_invalid=True, show_progress=False)
+    assert (r.n_rows, r.n_rejected) == (2, 5) and store.dataset_info("many")["n_rejected"] == 5
+    rej = store.query("SELECT location, raw FROM rejected_rows WHERE dataset = 'many' ORDER BY location").rows()
+    assert [x[0] for x in rej] == [f"line {i}" for i in range(2, 7)]
+    assert all(len(x[1]) == 50 and x[1].startswith('{"instruction": "q') for x in rej)

@@ -25,6 +25,7 @@ BATCH = 20_000
 _JSON = json.JSONEncoder(ensure_ascii=False)
 _JSON_RAW = json.JSONEncoder(ensure_ascii=False, default=str)
 INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
+REJECTED_RAW_CHARS = 10_000  # raw text kept per rejected row
 BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
 NORMALIZER_VERSION = "3"
 
@@ -172,14 +173,21 @@ def ingest(
         return IngestReport(name, fmt, old["n_source"], old["n_rows"], old["n_rejected"], True, time.perf_counter() - t0)
 
     rejected: list[dict] = []
+    n_rejected = 0
 
     def reject(rec: Record, err: formats.FieldError) -> None:
         if not skip_invalid:
             raise InputError(str(path), rec.location, err.field, err.reason)
+        nonlocal n_rejected
+        n_rejected += 1
+        raw = rec.raw if rec.raw is not None else _JSON_RAW.encode(rec.data)
         rejected.append({
             "dataset": name, "file": str(path), "location": rec.location, "field": err.field,
-            "reason": err.reason, "raw": rec.raw if rec.raw is not None else json.dumps(rec.data, default=str, ensure_ascii=False)[:10_000],
+            "reason": err.reason, "raw": raw[:REJECTED_RAW_CHARS],
         })
+        if len(rejected) >= BATCH:  # a file of mostly bad rows must not pile them up in RAM
+            store.insert_frame("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
+            rejected.clear()
 
     allow_empty = fmt in formats.PROMPT_ONLY
     n_rows = 0
@@ -241,9 +249,9 @@ def ingest(
             raise InputError(str(path), None, None, "no valid instances in file")
         conn.execute(
             "INSERT INTO datasets (name, source_path, format, fingerprint, n_rows, n_source, n_rejected) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [name, str(path.resolve()), fmt, fp, n_rows, n_source, len(rejected)],
+            [name, str(path.resolve()), fmt, fp, n_rows, n_source, n_rejected],
         )
-    return IngestReport(name, fmt, n_source, n_rows, len(rejected), False, time.perf_counter() - t0)
+    return IngestReport(name, fmt, n_source, n_rows, n_rejected, False, time.perf_counter() - t0)
 
 
 _SCHEMA = {
