@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         text: str = typer.Argument(..., help="query text"),
         k: int = typer.Option(10, "-k", help="how many neighbours"),
         field: Field = typer.Option(Field.instruction, "--field", help="which index to query"),
-        kind: Kind = typer.Option(None, "--kind", help="which kind [default: flat if built, else the newest]"),
+        kind: Kind = typer.Option(None, "--kind", help="which kind [default: flat if built, else hnsw, else ivfpq]"),
         as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
         index_dir: str = IndexDirOption,
         db: str = DbOption,

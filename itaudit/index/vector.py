@@ -271,7 +271,7 @@ def list_indexes(index_dir: str | os.PathLike, dataset: str | None = None) -> li
 
 def load_index(index_dir: str | os.PathLike, dataset: str, field: str = "instruction", kind: str | None = None, *,
                store: Store | None = None) -> VectorIndex:
-    """Load an index (kind None: flat if built, else the newest). With `store`, a stale index raises."""
+    """Load an index (kind None: flat if built, else hnsw, else ivfpq). With `store`, a stale index raises."""
     if kind is not None:
         jpath = index_paths(index_dir, dataset, field, kind)[1]
         if not jpath.exists():
@@ -282,8 +282,8 @@ def load_index(index_dir: str | os.PathLike, dataset: str, field: str = "instruc
         if not cands:
             raise ItauditError(f"no index for {dataset!r}/{field} in {index_dir}; "
                                f"build one with `itaudit index {dataset} --field {field}`")
-        flat = [m for m in cands if m.get("requested_kind") == "flat"]
-        best = flat[0] if flat else max(cands, key=lambda m: m.get("built_at", ""))
+        pref = {k: i for i, k in enumerate(KINDS)}  # exact first, then the more accurate approximate kind
+        best = min(cands, key=lambda m: (pref.get(m.get("requested_kind"), 9), m.get("built_at", "")))
         jpath = Path(best["json_path"])
     vi = _read(jpath)
     if store is not None:
