@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,13 +19,27 @@ from rich.progress import (
 
 
 class Bar:
+    """A handle on one task of a rich progress display; cheap to call in tight loops."""
+
     def __init__(self, progress: Progress | None, task: int | None):
         self._p, self._t, self.count = progress, task, 0
+        self._last = 0.0
 
     def advance(self, n: int = 1) -> None:
         self.count += n
-        if self._p is not None and (self.count % 512 == 0 or n > 1):
-            self._p.update(self._t, completed=self.count)
+        if self._p is not None:
+            now = time.monotonic()
+            if now - self._last >= 0.1:  # rich redraws ~10x/s anyway: skip the bookkeeping between
+                self._last = now
+                self._p.update(self._t, completed=self.count)
+
+    def update(self, completed: int | None = None, description: str | None = None) -> None:
+        """Set the position (e.g. a resumed step) and/or the description, and redraw."""
+        if completed is not None:
+            self.count = completed
+        if self._p is not None:
+            kw = {"description": description} if description is not None else {}
+            self._p.update(self._t, completed=self.count, **kw)
 
     def set_total(self, total: int | None) -> None:
         if self._p is not None:

@@ -231,12 +231,6 @@ def _finalize(out: Path, model: Any, tokenizer: Any, meta: dict[str, Any]) -> No
     os.replace(m, out / MARKER)
 
 
-def _bar_update(bar: Any, completed: int, desc: str) -> None:
-    p, t = getattr(bar, "_p", None), getattr(bar, "_t", None)
-    if p is not None:
-        p.update(t, completed=completed, description=desc)
-
-
 # -- the run ---------------------------------------------------------------------------------
 
 def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any = None) -> TuneResult:
@@ -339,8 +333,7 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
 
     try:
         with progress_bar(f"tune {cfg.method}", total=total, unit="steps", enabled=show_progress) as bar:
-            bar.count = start
-            _bar_update(bar, start, f"tune {cfg.method}")
+            bar.update(start, f"tune {cfg.method}")
             while step < total:
                 if cfg.stop_after is not None and step >= cfg.stop_after:
                     status = "stopped"
@@ -365,8 +358,7 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
                 step += 1
                 in_update = False
                 losses.append(round(total_loss / max(1, n_tgt), 6))
-                bar.count = step
-                _bar_update(bar, step, f"tune {cfg.method} loss {losses[-1]:.3f}")
+                bar.update(step, f"tune {cfg.method} loss {losses[-1]:.3f}")
                 if cfg.save_every and step % cfg.save_every == 0 and step < total:
                     save_checkpoint(out, step, named, opt, ck_state())
     except KeyboardInterrupt:
