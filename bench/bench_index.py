@@ -2,8 +2,9 @@
 
 - embed: itaudit `encode_cached` (hashing, length sort, chunked DuckDB persistence) vs a bare
   `SentenceTransformer.encode` of the same texts, same batch size (ratio of throughputs).
-- backend: `Embedder(backend="int8")` (PyTorch dynamic int8) vs the fp32 torch model: throughput
-  and neighbour quality (recall@10 of int8 neighbours against fp32 neighbours).
+- backend: PyTorch dynamic int8 quantization of the model's Linear layers vs the fp32 model:
+  throughput and neighbour quality (recall@10 of int8 neighbours against fp32 neighbours).
+  (ONNX via sentence-transformers needs optimum-onnx, which pins transformers < 4.58.)
 - index: build time, size, recall@10 vs exact, p50/p99 single-query latency for hnsw / ivfpq,
   each against flat.
 - minhash: itaudit's MinHash LSH near-duplicate pass (crc32 shingle hashes, batched updates)
@@ -72,11 +73,14 @@ def bench_embed(texts: list[str], embedder, rows: list[dict]) -> None:
 
 
 def bench_backend(texts: list[str], embedder, rows: list[dict]) -> None:
+    import torch
+
     from itaudit.embed import Embedder
     from itaudit.index import recall_at_k
     from itaudit.index.vector import exact_index
 
-    q8 = Embedder(backend="int8")
+    q8 = Embedder()
+    q8.model = torch.ao.quantization.quantize_dynamic(q8.model, {torch.nn.Linear}, dtype=torch.qint8)
     q8.encode(texts[:64])
     t0 = time.perf_counter()
     v32 = embedder.encode(texts)

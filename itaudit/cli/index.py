@@ -65,7 +65,6 @@ def register(app: typer.Typer) -> None:
         param: list[str] = typer.Option(None, "--param", "-p", help="FAISS parameter override, e.g. -p M=32 -p efSearch=128 / -p nlist=256 -p m=48 -p nprobe=16"),
         model: str = typer.Option(None, "--model", help="sentence-transformers model dir/name [default: all-MiniLM-L6-v2]"),
         max_length: int = typer.Option(None, "--max-length", help="tokens per text [default: the model's]"),
-        backend: str = typer.Option("torch", "--backend", help="torch | int8 (dynamic int8 quantization, faster on CPU)"),
         eval_recall: bool = typer.Option(False, "--eval-recall", help="report recall@10 and query latency against exact search"),
         force: bool = typer.Option(False, "--force", help="rebuild even if an up-to-date index exists"),
         index_dir: str = IndexDirOption,
@@ -88,10 +87,10 @@ def register(app: typer.Typer) -> None:
                 if old is not None:
                     if old.is_stale(store):
                         console.print(f"[yellow]{old.path}[/] is stale (dataset changed): rebuilding")
-                    elif model is None and max_length is None and backend == old.meta.get("backend"):
+                    elif model is None and max_length is None:
                         console.print(f"[green]{old.path}[/] is up to date ({old.ntotal:,} rows); --force rebuilds")
                         return
-            embedder = Embedder(model, max_length=max_length, backend=backend)
+            embedder = Embedder(model, max_length=max_length)
             t0 = time.perf_counter()
             vecs = embed_dataset(store, name, field.value, embedder, show_progress=True)
             t_embed = time.perf_counter() - t0

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ItauditError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-BACKENDS = ("torch", "int8")
+BACKENDS = ("torch",)  # dynamic int8 was evaluated and not kept: see docs/index_audit.md
 
 
 def _default_model_path() -> str:
@@ -44,9 +44,8 @@ class Embedder:
 
     `model`: None (all-MiniLM-L6-v2 from the offline package), a local model directory, or a
     model name already in the local Hugging Face cache. `max_length` caps tokens per text
-    (default: the model's own maximum, 256 for MiniLM). `backend="int8"` applies PyTorch dynamic
-    int8 quantization to the Linear layers (faster on CPU, slightly different vectors; it gets its
-    own cache key).
+    (default: the model's own maximum, 256 for MiniLM). `backend` is part of the cache key; only
+    "torch" for now (dynamic int8 and ONNX were evaluated and not kept: docs/index_audit.md).
     """
 
     def __init__(self, model: str | None = None, *, max_length: int | None = None,
@@ -75,10 +74,6 @@ class Embedder:
         self.max_length = int(self.model.max_seq_length or 512)
         self.backend = backend
         self.model_arg = None if name == DEFAULT_MODEL else str(model)
-        if backend == "int8":
-            import torch
-
-            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         base = p.name if p.is_dir() and name != DEFAULT_MODEL else name
         digest = _dir_digest(p) if p.is_dir() else "hub"
         self.model_id = base
