@@ -100,6 +100,11 @@ def test_build_save_load_search_and_padding(store, ds, embedder, tmp_path) -> No
     assert (i[0, len(ROWS):] == -1).all() and np.isneginf(s[0, len(ROWS):]).all()
     lims, rs, ri = loaded.range_search(embedder.encode([ROWS[3]["instruction"]]), 0.99)
     assert list(ri[lims[0]:lims[1]]) == [3]
+    from itaudit.index import neighbors
+
+    nb = neighbors(store, ds, ["Which city is France's capital?", "biggest planet"], 2, index_dir=idir)
+    assert nb.height == 4 and nb.filter(nb["rank"] == 1)["idx"].to_list() == [0, 5]
+    assert nb["instance_id"].null_count() == 0 and nb["score"][0] >= nb["score"][1]
     # ivfpq on 8 rows falls back to flat and says so
     vq = build_index(store, ds, "instruction", "ivfpq", idir, embedder=embedder, show_progress=False)
     assert vq.kind == "flat" and vq.meta["requested_kind"] == "ivfpq" and vq.meta["notes"]

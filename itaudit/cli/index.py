@@ -8,7 +8,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import typer
 from rich.table import Table
 
@@ -119,32 +118,17 @@ def register(app: typer.Typer) -> None:
         db: str = DbOption,
     ) -> None:
         """Nearest instances to TEXT (cosine), with instance ids; builds a flat index if there is none."""
-        from ..index import build_index, list_indexes, load_index
+        from ..index import neighbors
 
-        idir = index_dir_of(index_dir)
         with Store(db_path(db)) as store:
-            store.require_dataset(name)
-            have = [m for m in list_indexes(idir, name) if m.get("field") == field.value]
-            if not have and kind is None:
-                console.print(f"no index for {name}/{field.value} yet: building a flat one")
-                vi = build_index(store, name, field.value, "flat", idir)
-            else:
-                vi = load_index(idir, name, field.value, kind.value if kind else None, store=store)
-            scores, ids = vi.search(vi.embedder().encode([text]), k)
-            hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-            rows = store.query(
-                "SELECT idx, instance_id, instruction, response FROM instances WHERE dataset = ? AND idx IN "
-                f"({', '.join(str(i) for _, i in hits) or '-1'})", [name])
-        by = {r["idx"]: r for r in rows.iter_rows(named=True)}
-        df = pl.DataFrame([{"rank": r + 1, "score": round(s, 4), "idx": i, "instance_id": by[i]["instance_id"],
-                            "instruction": by[i]["instruction"], "response": by[i]["response"]}
-                           for r, (s, i) in enumerate(hits)])
+            df = neighbors(store, name, text, k, field=field.value, kind=kind.value if kind else None,
+                           index_dir=index_dir_of(index_dir)).drop("query")
         if as_json:
             import sys
 
             sys.stdout.write(df.write_ndjson())
             return
-        t = Table(title=f"{name}: {vi.kind} index over {field.value}")
+        t = Table(title=f"{name}: nearest by {field.value}")
         for c in ("rank", "score", "idx", "instance_id", "instruction", "response"):
             t.add_column(c, overflow="fold")
         for row in df.iter_rows(named=True):

@@ -18,8 +18,9 @@ from .vector import (
     list_indexes,
     load_index,
     make_index,
+    neighbors,
     recall_at_k,
 )
 
 __all__ = ["KINDS", "StaleIndexError", "VectorIndex", "auto_params", "build_index", "exact_index", "index_paths",
-           "list_indexes", "load_index", "make_index", "recall_at_k"]
+           "list_indexes", "load_index", "make_index", "neighbors", "recall_at_k"]

@@ -378,3 +378,30 @@ def evaluate(vi: VectorIndex, vectors: np.ndarray, *, k: int = 10, n_queries: in
         lat.append((time.perf_counter() - t0) * 1000)
     return {"recall": recall_at_k(got, truth, k), "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "n_queries": len(q)}
+
+
+# -- text queries ----------------------------------------------------------------------------------
+def neighbors(store: Store, dataset: str, texts: str | list[str], k: int = 10, *, field: str = "instruction",
+              kind: str | None = None, index_dir: str | os.PathLike = "indexes", build: bool = True):
+    """Nearest instances to each text: a polars frame (query, rank, score, idx, instance_id, instruction, response).
+
+    Uses the saved index (kind None: flat, else hnsw, else ivfpq); with `build`, builds a flat one
+    when none exists. A stale index raises `StaleIndexError`.
+    """
+    import polars as pl
+
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    store.require_dataset(dataset)
+    have = [m for m in list_indexes(index_dir, dataset) if m.get("field") == field]
+    if not have and kind is None and build:
+        vi = build_index(store, dataset, field, "flat", index_dir, show_progress=False)
+    else:
+        vi = load_index(index_dir, dataset, field, kind, store=store)
+    scores, ids = vi.search(vi.embedder().encode(texts), k)
+    hits = [(q, r + 1, float(s), int(i)) for q in range(len(texts))
+            for r, (s, i) in enumerate(zip(scores[q], ids[q], strict=True)) if i >= 0]
+    frame = pl.DataFrame(hits, schema={"query": pl.Int64, "rank": pl.Int64, "score": pl.Float64, "idx": pl.Int64},
+                         orient="row")
+    rows = store.query("SELECT idx, instance_id, instruction, response FROM instances WHERE dataset = ? AND idx IN "
+                       f"({', '.join(str(i) for i in set(frame['idx'].to_list())) or '-1'})", [dataset])
+    return frame.join(rows, on="idx", how="left").sort("query", "rank")
