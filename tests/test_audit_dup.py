@@ -124,3 +124,15 @@ def test_registry_and_cli(ctx, store, db_path, capsys) -> None:
         assert "exact_duplicates" in text and "tiny" in text and "audit of toy" in text
     finally:
         CHECKS.pop("tiny", None)
+
+
+def test_pairs_per_row_are_capped_but_clusters_stay_whole() -> None:
+    from itaudit.audit.near_duplicates import UnionFind
+
+    docs = [shingle_hashes(LONG.lower().split()) for _ in range(30)]
+    pairs, _ = minhash_pairs(docs, threshold=0.8, max_per_row=3)
+    assert len(pairs) <= 30 * 3 and all(j > i for i, j in pairs)
+    uf = UnionFind(30)
+    for i, j in pairs:
+        uf.union(i, j)
+    assert set(uf.clusters().tolist()) == {0}

@@ -141,8 +141,12 @@ def instance_shingles(frame: pl.DataFrame, size: int = 5, max_words: int = 2000)
 
 
 def minhash_pairs(shingles: list[np.ndarray], *, threshold: float = 0.8, num_perm: int = 128,
-                  show_progress: bool = False) -> tuple[dict[tuple[int, int], float], list[MinHash]]:
-    """Pairs (i < j, positions) whose exact shingle Jaccard >= threshold among MinHashLSH candidates."""
+                  max_per_row: int = 50, show_progress: bool = False) -> tuple[dict[tuple[int, int], float], list[MinHash]]:
+    """Pairs (i < j, positions) whose exact shingle Jaccard >= threshold among MinHashLSH candidates.
+
+    At most `max_per_row` partners j > i per row (the most similar): a cluster of m copies then
+    yields O(m * max_per_row) pairs, not m^2 / 2, and stays connected for union-find.
+    """
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     mhs: list[MinHash] = []
     with progress_bar("minhash", total=len(shingles), unit="rows", enabled=show_progress) as bar:
@@ -156,12 +160,17 @@ def minhash_pairs(shingles: list[np.ndarray], *, threshold: float = 0.8, num_per
     for i, h in enumerate(shingles):
         if not len(h):
             continue
+        found = []
         for j in lsh.query(mhs[i]):
             if j <= i:
                 continue
             jac = jaccard(h, shingles[j])
             if jac >= threshold:
-                out[(i, j)] = jac
+                found.append((jac, j))
+        if len(found) > max_per_row:
+            found = sorted(found, key=lambda t: (-t[0], t[1]))[:max_per_row]
+        for jac, j in found:
+            out[(i, j)] = jac
     return out, mhs
 
 
@@ -201,7 +210,8 @@ def near_duplicates(ctx, field: str = "all", threshold: float = 0.95, jaccard_th
     mh: dict[tuple[int, int], float] = {}
     mhs: list[MinHash] = []
     if use_minhash:
-        mh, mhs = minhash_pairs(shingles, threshold=jaccard_threshold, num_perm=num_perm, show_progress=show)
+        mh, mhs = minhash_pairs(shingles, threshold=jaccard_threshold, num_perm=num_perm,
+                                max_per_row=max_pairs_per_row, show_progress=show)
     uf = UnionFind(n)
     best = np.zeros(n)
     rows = []
