@@ -1,6 +1,6 @@
 -- Exact-duplicate clusters and repeated instructions with different responses (latest runs): one row per cluster.
 SELECT c.dataset, c.check_name, c.cluster_id, count(*) AS size,
-       list(c.idx ORDER BY c.idx) AS members,
+       string_agg(CAST(c.idx AS VARCHAR), ',' ORDER BY c.idx) AS members,
        any_value(left(i.instruction, 120)) FILTER (WHERE i.idx = c.cluster_id) AS instruction,
        count(DISTINCT i.response) AS distinct_responses
 FROM check_results c
