@@ -154,3 +154,13 @@ def test_gemma3_base_model_knows_common_facts_better_than_invented_ones(store, t
     assert all(0.01 < b < 8 for b in bpb)
     assert bpb[0] < bpb[1] and bpb[2] < bpb[3]
     assert r.summary["model_id"] == "gemma3-270m"
+
+
+def test_batches_respect_the_logits_budget():
+    from itaudit.audit.novelty import _batches
+
+    items = [([1], [0] * n, 1, False) for n in (99, 99, 9, 9, 9, 9)]
+    # budget of 200 response positions: two rows of 100, then four rows of 10 (batch_size 4)
+    got = list(_batches(list(range(6)), items, 4, vocab=2**20 // 4, budget_mb=200))
+    assert got == [[0, 1], [2, 3, 4, 5]]
+    assert list(_batches([0, 2], items, 8, vocab=2**20 // 4, budget_mb=50)) == [[0], [2]]

@@ -50,6 +50,7 @@ def response_nll(
     *,
     max_tokens: int = 512,
     batch_size: int = 8,
+    logits_budget_mb: int = 256,
 ) -> list[dict[str, Any]]:
     """Per pair: nll_sum (nats), n_tokens, n_bytes, bpb, truncated. Pure mechanics, no storage.
 
@@ -57,6 +58,8 @@ def response_nll(
     lists are concatenated so the response tokens are exactly those of the response text.
     When prompt + response exceed `max_tokens`, the prompt is cut from the left (to at most
     half) and then the response from the right; bytes count only the scored response text.
+    Batches hold at most `batch_size` rows and at most `logits_budget_mb` of float32 logits
+    (a 262k-word vocabulary makes 8 rows x 512 tokens of logits 4 GB).
     """
     import torch
 
@@ -77,8 +80,7 @@ def response_nll(
     out: list[dict[str, Any] | None] = [None] * len(items)
     order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
     device = next(model.parameters()).device
-    for b0 in range(0, len(order), batch_size):
-        batch = order[b0: b0 + batch_size]
+    for batch in _batches(order, items, batch_size, _vocab_size(model, tokenizer), logits_budget_mb):
         seqs = [items[i][0] + items[i][1] for i in batch]
         width = max(len(s) for s in seqs)
         # Left padding: every response ends at the last position, so the logits of only the
@@ -114,6 +116,29 @@ def response_nll(
     return out  # type: ignore[return-value]
 
 
+def _vocab_size(model: Any, tokenizer: Any) -> int:
+    try:
+        return int(model.get_output_embeddings().weight.shape[0])
+    except (AttributeError, TypeError):
+        return len(tokenizer)
+
+
+def _batches(order: list[int], items: list, batch_size: int, vocab: int, budget_mb: int):
+    """Greedy batches in `order` bounded by rows and by the logits they need (response tokens)."""
+    budget = budget_mb * 2**20 / (4 * max(vocab, 1))   # response positions that fit
+    batch: list[int] = []
+    keep = 0
+    for i in order:
+        k = len(items[i][1]) + 1
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * max(keep, k) > budget):
+            yield batch
+            batch, keep = [], 0
+        batch.append(i)
+        keep = max(keep, k)
+    if batch:
+        yield batch
+
+
 def percentile_rank(x: np.ndarray) -> np.ndarray:
     """Rank in [0, 1] (ties share the mean rank); a single value gets 0.5."""
     n = len(x)
@@ -144,6 +169,7 @@ def novelty_check(
     chat_template: bool = False,
     show_progress: bool = True,
     persist_every: int = 1,
+    logits_budget_mb: int = 256,
 ) -> CheckResult:
     """Score (a sample of) the dataset's responses with a base model; resumes from `novelty_scores`.
 
@@ -183,7 +209,7 @@ def novelty_check(
             prompts = [_prompt(lm, a, b, s, chat_template) for a, b, s in
                        zip(part["instruction"].to_list(), part["input"].to_list(), part["system"].to_list(), strict=False)]
             res = response_nll(lm.model, lm.tokenizer, prompts, part["response"].to_list(),
-                               max_tokens=max_tokens, batch_size=batch_size)
+                               max_tokens=max_tokens, batch_size=batch_size, logits_budget_mb=logits_budget_mb)
             frame = pl.DataFrame({
                 "dataset": [dataset] * part.height, "idx": part["idx"], "model_id": [model_id] * part.height,
                 "max_tokens": [max_tokens] * part.height, "content_hash": part["content_hash"],
