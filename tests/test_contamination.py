@@ -136,3 +136,9 @@ def test_eval_sets_given_as_files_are_ingested_once(store, tmp_path):
     g = d / "GSM8K_main.jsonl"
     g.write_text(f.read_text())
     assert resolve_eval_sets(store, [str(g)]) == ["gsm8k_main"]
+
+
+def test_cosine_score_is_half_at_the_threshold():
+    from itaudit.audit.contamination import cosine_score
+
+    assert cosine_score(np.array([0.5, 0.84, 0.92, 0.96, 1.0]), 0.92) == pytest.approx([0, 0, 0.5, 0.75, 1.0])

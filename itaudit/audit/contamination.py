@@ -12,8 +12,9 @@ Matching:
   templates (e.g. MMLU's "which of the following ...") and are ignored.
 - coverage = share of the eval item's n-grams found in the IT row.
 - Embedding near-match: cosine of all-MiniLM embeddings of the prompt text (instruction + input).
-- Row score = max(coverage, (cosine - 0.5) / 0.5 clipped to [0, 1]); flag when coverage >=
-  `min_coverage` or cosine >= `embed_threshold`.
+- Row score = max(coverage, cosine_score) where cosine_score rises linearly from 0 at cosine
+  2t - 1 through 0.5 at the threshold t = `embed_threshold` to 1 at cosine 1; flag when
+  coverage >= `min_coverage` or cosine >= t.
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ def _embed(store: Store, dataset: str, show_progress: bool, cache: dict) -> np.n
     if cache.get("embedder") is None:
         cache["embedder"] = Embedder()
     return embed_dataset(store, dataset, "prompt", embedder=cache["embedder"], show_progress=show_progress)
+
+
+def cosine_score(cos: np.ndarray, threshold: float) -> np.ndarray:
+    """0 below 2t - 1, 0.5 at the flag threshold t, 1 at cosine 1 (linear in between)."""
+    lo = 2 * threshold - 1
+    return np.clip((np.asarray(cos, dtype=float) - lo) / max(1 - lo, 1e-9), 0, 1)
 
 
 def resolve_eval_sets(store: Store, against: Sequence[str] | str, *, show_progress: bool = False) -> list[str]:
@@ -267,7 +274,7 @@ def _contamination(
                 if j not in ev_detail:
                     ev_detail[j] = {"it_idx": int(it_idx[i]), "cosine": round(float(sims[i]), 4)}
         ev_flag = (ev_hit >= min_coverage) | (ev_cos >= embed_threshold)
-        ev_score = np.maximum(ev_hit, np.clip((ev_cos - 0.5) / 0.5, 0, 1))
+        ev_score = np.maximum(ev_hit, cosine_score(ev_cos, embed_threshold))
         per_eval[ev] = {
             "n_eval": int(len(ev_idx)),
             "eval_items_in_dataset": int(ev_flag.sum()),
@@ -280,7 +287,7 @@ def _contamination(
                        [ev_detail.get(j) if ev_flag[j] else None for j in range(len(ev_idx))])
 
     flag = (best_cov >= min_coverage) | (best_cos >= embed_threshold)
-    score = np.clip(np.maximum(best_cov, np.clip((best_cos - 0.5) / 0.5, 0, 1)), 0, 1)
+    score = np.clip(np.maximum(best_cov, cosine_score(best_cos, embed_threshold)), 0, 1)
     pairs = _pairs_frame(pair_rows, flag, it_idx, max_pairs_per_row)
     flagged_pairs = {}
     if pairs.height:
