@@ -30,10 +30,10 @@ from .base import CheckResult
 DEFAULT_WEIGHTS: dict[str, float] = {
     "contamination": 1.0,
     "near_duplicates": 0.5,
-    "duplicates": 0.5,
     "exact_duplicates": 0.5,
-    "conflicts": 0.6,
-    "novelty": 0.5,
+    "duplicate_instructions": 0.5,
+    "conflicting_neighbors": 0.6,
+    "novelty": 0.4,
     "style": 0.3,
 }
 DEFAULT_OTHER = 0.3

@@ -19,7 +19,7 @@ def _fmt(v: float) -> str:
         return f"{v:.0f}"
     if abs(v) >= 1:
         return f"{v:.1f}".rstrip("0").rstrip(".")
-    return f"{v:.2f}"
+    return f"{v:.2g}"
 
 
 def histogram(values: Sequence[float] | np.ndarray, *, bins: int = 30, title: str = "", xlabel: str = "",
