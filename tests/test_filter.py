@@ -81,6 +81,8 @@ def test_where_predicates_and_errors(alpaca, tmp_path):
         parse_policy({"rules": [{"drop_where": "x", "keep_where": "y"}]})
     assert not (tmp_path / "x.jsonl").exists()
     assert alpaca.query("SELECT count(*) AS n FROM instances")["n"][0] == 8
+    with pytest.raises(ItauditError, match="refusing to overwrite the source"):
+        filter_dataset(alpaca, "a", Policy(), tmp_path / "a.jsonl")
 
 
 def test_policy_files(tmp_path):

@@ -140,6 +140,8 @@ def filter_dataset(
         raise ItauditError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     info = store.require_dataset(dataset)
     out = Path(out)
+    if out.resolve() == Path(info["source_path"]).resolve():
+        raise ItauditError(f"refusing to overwrite the source of {dataset!r} ({out}); choose another --out")
     manifest_path = Path(manifest_path) if manifest_path else out.with_name(out.name + ".manifest.json")
     dropped = apply_policy(store, dataset, policy)
     by_rule = _count(dropped.values())
