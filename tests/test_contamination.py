@@ -49,7 +49,10 @@ def test_ngram_windows_are_order_sensitive_normalized_and_stay_inside_texts():
     seg = _Segments.of(["The cat sat on the mat, today!", "the CAT sat on the mat today", "cat the sat on the mat today",
                         None, "x y"])
     assert seg.length.tolist() == [7, 7, 7, 0, 2]
-    h, s, off = seg.windows(3)
+    h, s, off = (np.concatenate(x) for x in zip(*seg.windows(3), strict=True))
+    for small in (1, 5, 8):   # pieces of any size give the same windows
+        hs = np.concatenate([p[0] for p in seg.windows(3, max_words=small)])
+        assert np.array_equal(hs, h)
     assert s.tolist() == [0] * 5 + [1] * 5 + [2] * 5 and off.tolist()[:5] == [0, 1, 2, 3, 4]
     a, b, c = h[:5], h[5:10], h[10:]
     assert np.array_equal(a, b)                                  # case and punctuation do not matter

@@ -49,35 +49,46 @@ class _Segments:
     codes: np.ndarray      # uint64 hash per word
     start: np.ndarray      # int64 per text
     length: np.ndarray     # int64 per text
-    flat: pl.Series        # the words themselves (for evidence)
+    texts: list[str | None]
 
     @classmethod
-    def of(cls, texts: list[str | None]) -> _Segments:
-        lists = pl.Series(texts, dtype=pl.Utf8).fill_null("").str.to_lowercase().str.extract_all(_WORD_RE)
-        length = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
-        flat = lists.explode().drop_nulls()
-        codes = flat.hash(seed=_SEED).to_numpy().astype(np.uint64) | np.uint64(1)
+    def of(cls, texts: list[str | None], chunk: int = 20_000) -> _Segments:
+        codes, lengths = [], []
+        for c0 in range(0, len(texts), chunk):   # chunks bound the memory of the word lists
+            lists = pl.Series(texts[c0:c0 + chunk], dtype=pl.Utf8).fill_null("").str.to_lowercase().str.extract_all(_WORD_RE)
+            lengths.append(lists.list.len().fill_null(0).to_numpy().astype(np.int64))
+            codes.append(lists.explode().drop_nulls().hash(seed=_SEED).to_numpy().astype(np.uint64) | np.uint64(1))
+        length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64) if len(length) else length
-        return cls(codes, start, length, flat)
+        return cls(np.concatenate(codes) if codes else np.zeros(0, np.uint64), start, length, texts)
 
     def words(self, seg: int, a: int, b: int) -> list[str]:
-        s = int(self.start[seg])
-        return self.flat.slice(s + a, b - a).to_list()
+        return words(self.texts[seg])[a:b]
 
-    def windows(self, k: int, segs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hash, segment, offset) of every k-word window lying inside one text (of `segs`)."""
-        n = len(self.codes)
-        if n < k:
-            return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        h = _ngram_hashes(self.codes, k)
-        seg_of = np.repeat(np.arange(len(self.length)), self.length)[: n - k + 1]
-        off = np.arange(n - k + 1) - self.start[seg_of]
-        ok = off + k <= self.length[seg_of]
+    def windows(self, k: int, segs: np.ndarray | None = None, max_words: int = 2_000_000):
+        """Yield (hash, segment, offset) arrays of every k-word window lying inside one text (of
+        `segs`), in pieces of about `max_words` words (bounded memory on big datasets)."""
+        n_seg = len(self.length)
+        mask = None
         if segs is not None:
-            mask = np.zeros(len(self.length), dtype=bool)
+            mask = np.zeros(n_seg, dtype=bool)
             mask[segs] = True
-            ok &= mask[seg_of]
-        return h[ok], seg_of[ok], off[ok]
+        a = 0
+        ends = self.start + self.length
+        while a < n_seg:
+            b = int(np.searchsorted(ends, self.start[a] + max_words, side="right"))
+            b = min(max(b, a + 1), n_seg)
+            w0, w1 = int(self.start[a]), int(ends[b - 1])
+            if w1 - w0 >= k:
+                h = _ngram_hashes(self.codes[w0:w1], k)
+                lens = self.length[a:b]
+                seg_of = np.repeat(np.arange(a, b), lens)[: len(h)]
+                off = np.arange(len(h)) + w0 - self.start[seg_of]
+                ok = off + k <= self.length[seg_of]
+                if mask is not None:
+                    ok &= mask[seg_of]
+                yield h[ok], seg_of[ok], off[ok]
+            a = b
 
 
 def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
@@ -196,8 +207,11 @@ def _contamination(
         ev_total = np.zeros(len(ev_idx), dtype=np.int64)   # distinct n-grams per eval item
         tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for k in sorted(set(glen[glen > 0].tolist())):
-            h, seg, _ = ev_seg.windows(k, np.nonzero(glen == k)[0])
-            hj = np.unique(np.stack([h, (seg // ne).astype(np.uint64)], axis=1), axis=0)
+            parts = [np.stack([h, (seg // ne).astype(np.uint64)], axis=1)
+                     for h, seg, _ in ev_seg.windows(k, np.nonzero(glen == k)[0])]
+            if not parts:
+                continue
+            hj = np.unique(np.concatenate(parts), axis=0)
             np.add.at(ev_total, hj[:, 1].astype(np.int64), 1)
             uh, inv, cnt = np.unique(hj[:, 0], return_inverse=True, return_counts=True)
             keep = cnt[inv] <= max_eval_df                      # drop templates shared by many items
@@ -208,17 +222,17 @@ def _contamination(
         for k, (keys, rows_j) in tables.items():
             if not len(keys):
                 continue
-            h, seg, off = it_seg.windows(k)
-            lo = np.searchsorted(keys, h, side="left")
-            hi = np.searchsorted(keys, h, side="right")
-            found = np.nonzero(hi > lo)[0]
-            for w in found.tolist():
-                sg, p, hv = int(seg[w]), int(off[w]), int(h[w])
-                i, f_i = divmod(sg, nf)
-                for j in rows_j[lo[w]:hi[w]].tolist():
-                    e = hits.setdefault((i, j), {"hashes": set(), "spans": [], "field": it_fields[f_i]})
-                    e["hashes"].add(hv)
-                    e["spans"].append((f_i, p, p + k))
+            for h, seg, off in it_seg.windows(k):
+                lo = np.searchsorted(keys, h, side="left")
+                hi = np.searchsorted(keys, h, side="right")
+                found = np.nonzero(hi > lo)[0]
+                for w in found.tolist():
+                    sg, p, hv = int(seg[w]), int(off[w]), int(h[w])
+                    i, f_i = divmod(sg, nf)
+                    for j in rows_j[lo[w]:hi[w]].tolist():
+                        e = hits.setdefault((i, j), {"hashes": set(), "spans": [], "field": it_fields[f_i]})
+                        e["hashes"].add(hv)
+                        e["spans"].append((f_i, p, p + k))
         ev_hit = np.zeros(len(ev_idx))
         ev_detail: dict[int, dict] = {}
         for (i, j), e in hits.items():
