@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import uuid
+from decimal import Decimal
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ def _num(v: Any) -> str:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, Decimal):   # DuckDB sums of integers
+        v = int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
     if isinstance(v, int):
