@@ -58,7 +58,7 @@ def entities(text: str, max_chars: int = 2000) -> set[str]:
     out = set()
     for m in _CAP.finditer(t):
         tok = m.group(0)
-        if tok in _STOP or len(tok) < 2:
+        if tok in _STOP or len(tok) < 2 or tok.split("'")[0] in _STOP:  # also I've, It's, ...
             continue
         if _SENT_START.search(t[max(0, m.start() - 12):m.start()]):
             continue
