@@ -136,3 +136,19 @@ def test_pairs_per_row_are_capped_but_clusters_stay_whole() -> None:
     for i, j in pairs:
         uf.union(i, j)
     assert set(uf.clusters().tolist()) == {0}
+
+
+def test_real_alpaca_lexical_checks(store, shared_data, tmp_path) -> None:
+    """The real Alpaca subset: no exact duplicates after normalization, MinHash pairs all verified."""
+    ingest(store, shared_data / "alpaca" / "alpaca_5000.json", "alpaca", skip_invalid=True, show_progress=False)
+    ctx = AuditContext(store, "alpaca", tmp_path, show_progress=False)
+    outs = run_checks(store, "alpaca", ["exact_duplicates", "near_duplicates"], context=ctx,
+                      params={"near_duplicates": {"use_embedding": False}})
+    ex, nd = outs[0].result, outs[1].result
+    n = store.query("SELECT count(*) AS n FROM instances WHERE dataset = 'alpaca'")["n"][0]
+    assert len(ex.idx) == len(nd.idx) == n > 4900
+    pairs = store.query("SELECT evidence FROM check_pairs WHERE check_name = 'near_duplicates'")["evidence"]
+    assert all(json.loads(e)["jaccard"] >= 0.8 for e in pairs)
+    assert nd.summary["n_pairs_embedding"] == 0 and nd.summary["n_pairs"] == pairs.len()
+    flagged = store.query("SELECT count(*) AS n FROM check_results WHERE check_name = 'near_duplicates' AND flag")["n"][0]
+    assert flagged == int(nd.flag.sum()) and flagged >= 2 * nd.summary["n_clusters"]
