@@ -146,7 +146,9 @@ def resolve(checks: Sequence[str] | None) -> list[CheckSpec]:
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise ItauditError(f"unknown check(s) {', '.join(unknown)}; available: {', '.join(CHECKS)}")
-    return [CHECKS[n] for n in names]
+    # Registration order, not the order asked for: combiners such as `risk` are registered last
+    # and must see the results of the checks they combine.
+    return [c for n, c in CHECKS.items() if n in set(names)]
 
 
 def run_checks(store: Store, dataset: str, checks: Sequence[str] | None = None, *,
