@@ -47,6 +47,28 @@ class Workspace:
     def instances(self, dataset: str) -> pl.DataFrame:
         return self.store.instances(dataset)
 
+    def index(self, dataset: str, field: str = "instruction", kind: str = "flat", **params):
+        """Embed `field` (cached) and build a FAISS index under `index_dir`: `itaudit index`."""
+        from .index import build_index
+
+        return build_index(self.store, dataset, field, kind, index_dir=self.index_dir, **params)
+
+    def neighbors(self, dataset: str, text: str | list[str], k: int = 10, field: str = "instruction") -> pl.DataFrame:
+        """Nearest instances to `text` with scores and instance ids: `itaudit neighbors`."""
+        from .index import neighbors
+
+        return neighbors(self.store, dataset, text, k, field=field, index_dir=self.index_dir)
+
+    def audit(self, dataset: str, checks: list[str] | None = None, params: dict | None = None,
+              progress: bool = False) -> pl.DataFrame:
+        """Run audit checks (default set when None) and return the per-check summary: `itaudit audit`."""
+        from .audit.runner import run_checks
+
+        run_checks(self.store, dataset, checks, index_dir=self.index_dir, params=params, show_progress=progress)
+        return self.query(
+            "SELECT * FROM (" + sqlfiles.report_sql("checks").rstrip().rstrip(";") + ") WHERE dataset = ?", [dataset]
+        )
+
 
 def open(db: str | os.PathLike | None = None, index_dir: str | os.PathLike | None = None) -> Workspace:  # noqa: A001
     return Workspace(db, index_dir)

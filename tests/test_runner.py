@@ -24,6 +24,20 @@ def test_combiner_runs_after_the_checks_it_combines_whatever_the_order_asked(sto
         "SELECT idx FROM check_results WHERE dataset = 'sample' AND check_name = 'exact_duplicates' AND flag"
     )["idx"].to_list()
     assert dup, "the sample has an exact duplicate pair"
-    scores = dict(zip(risk["idx"].to_list(), risk["score"].to_list()))
+    scores = dict(zip(risk["idx"].to_list(), risk["score"].to_list(), strict=True))
     assert all(scores[i] > 0 for i in dup)
     assert min(scores.values()) == 0.0
+
+
+def test_workspace_api_mirrors_the_cli(tmp_path):
+    import itaudit
+
+    with itaudit.open(tmp_path / "ws.duckdb", index_dir=tmp_path / "idx") as ws:
+        ws.ingest(SAMPLE, name="sample")
+        summary = ws.audit("sample", ["exact_duplicates", "duplicate_instructions"])
+        assert set(summary["check_name"]) == {"exact_duplicates", "duplicate_instructions"}
+        assert summary.filter(summary["check_name"] == "exact_duplicates")["flagged"][0] == 1  # the redundant copy of the one duplicated pair
+        hits = ws.neighbors("sample", "What is the capital city of Australia?", k=3)
+        assert hits.height == 3
+        assert "Australia" in hits["instruction"][0]
+        assert (tmp_path / "idx").is_dir()
