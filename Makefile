@@ -27,7 +27,7 @@ demo: setup
 	bash scripts/demo.sh "$(DATA)" "$(DB)"
 
 test: setup
-	$(BIN)/ruff check itaudit tests cli.py bench
+	$(BIN)/ruff check itaudit tests cli.py bench experiments
 	$(BIN)/python -m pytest -q
 
 bench-tests: setup
