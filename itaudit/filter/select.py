@@ -12,7 +12,6 @@ A normalized export (`normalized=True`) writes one record per kept instance and 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import duckdb
 import polars as pl
 
 from ..errors import ItauditError
+from ..hashing import file_sha256
 from ..store import Store
 from .policy import Policy, Rule, column_name
 
@@ -177,7 +177,7 @@ def filter_dataset(
         "source": {"path": info["source_path"], "format": info["format"], "fingerprint": info["fingerprint"],
                    "n_source": info["n_source"], "n_rejected_at_ingest": info["n_rejected"]},
         "output": {"path": str(out.resolve()), "format": fmt, "normalized": normalized,
-                   "records": n_written, "sha256": _sha256(out) if out.is_file() else None,
+                   "records": n_written, "sha256": file_sha256(out) if out.is_file() else None,
                    "reingest_format": _reingest_format(info["format"], normalized)},
         "policy": policy.as_dict(),
         "skipped_rules": [r.name for r in policy.rules
@@ -335,10 +335,3 @@ def _columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
             keys.setdefault(k, None)
     return {k: [r.get(k) for r in records] for k in keys}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

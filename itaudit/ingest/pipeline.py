@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 
 from ..errors import InputError
+from ..hashing import file_sha256
 from ..progress import progress_bar
 from ..store import Store
 from . import formats
@@ -47,9 +48,7 @@ def fingerprint(path: Path, fmt: str, split: str | None, skip_invalid: bool = Fa
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        file_sha256(f, h)
     return h.hexdigest()
 
 

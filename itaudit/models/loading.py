@@ -7,7 +7,6 @@ the cache in about a second. Nothing is ever downloaded and remote code is never
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ItauditError
+from ..hashing import file_sha256
 
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 PLAIN_TEMPLATE_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
@@ -100,13 +100,6 @@ def smollm2_gguf() -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _gguf_cache_dir(name: str, sha: str) -> Path:
     return cache_root() / "models" / f"{name}-{sha[:12]}"
@@ -123,7 +116,7 @@ def dequantize_gguf(gguf: Path, name: str | None = None, sha: str | None = None,
     gguf = Path(gguf).resolve()
     if not gguf.is_file():
         raise ItauditError(f"GGUF file {gguf} does not exist")
-    sha = sha or _sha256(gguf)
+    sha = sha or file_sha256(gguf)
     name = name or gguf.name.removesuffix(".gguf")
     target = _gguf_cache_dir(name, sha)
     if _is_complete(target):
