@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.console import Console
 
 from ..store import default_db
 
 console = Console(stderr=True)
-out = Console()
+# Piped output is not squeezed into 80 columns: wide tables stay readable in logs and files.
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 DbOption = typer.Option(None, "--db", help="DuckDB file [default: $ITAUDIT_DB or itaudit.duckdb]")
 
