@@ -36,7 +36,7 @@ def main() -> None:
     mods = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
     if args.only:
         mods = [m for m in mods if m.removeprefix("bench_") in args.only]
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 220)
     rows: list[dict] = []
     for name in mods:
         console.print(f"[bold]== {name}[/]")

@@ -4,7 +4,7 @@
    (ShareGPT V3, `--skip-invalid`), against a plain `duckdb read_json` and `polars.read_ndjson`
    load of the same file in the same run.
 2. A generated 1M-row Alpaca-style jsonl (100k with quick=True): rows/s and peak RSS of the
-   whole ingest, measured in a child process (`resource.getrusage(RUSAGE_SELF).ru_maxrss`).
+   whole ingest, measured in a child process (VmHWM from /proc/self/status).
 
 `python -m bench --only ingest [--quick]`.
 """
@@ -42,7 +42,14 @@ elif mode == "polars":
     df = pl.read_ndjson(path, infer_schema_length=None)
     rows = n_source = df.height
 secs = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+def vm_hwm() -> int:
+    # VmHWM belongs to this process image; ru_maxrss survives exec and would report the peak of
+    # the parent that spawned us (e.g. `python -m bench` after a model benchmark).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux /proc: KiB
+peak = vm_hwm()
 print(json.dumps({"rows": rows, "n_source": n_source, "seconds": secs, "peak_rss": peak}))
 """
 
