@@ -41,10 +41,6 @@ class Bar:
             kw = {"description": description} if description is not None else {}
             self._p.update(self._t, completed=self.count, **kw)
 
-    def set_total(self, total: int | None) -> None:
-        if self._p is not None:
-            self._p.update(self._t, total=total)
-
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None, unit: str = "items", enabled: bool = True) -> Iterator[Bar]:

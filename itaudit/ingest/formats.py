@@ -335,7 +335,7 @@ def oasst_messages(records: Iterable[Any], on_error: Callable[[Any, FieldError],
     `LocatedError`."""
     def bad(r: Any, err: FieldError) -> None:
         if on_error is None:
-            raise _located(r, err)
+            raise LocatedError(r, err)
         on_error(r, err)
 
     by_id: dict[str, tuple[Any, dict]] = {}
@@ -396,7 +396,3 @@ def oasst_messages(records: Iterable[Any], on_error: Callable[[Any, FieldError],
 class LocatedError(Exception):
     def __init__(self, record: Any, err: FieldError):
         self.record, self.err = record, err
-
-
-def _located(record: Any, err: FieldError) -> LocatedError:
-    return LocatedError(record, err)
