@@ -11,8 +11,10 @@ Patterns (pick one by name, never write a new word regex elsewhere):
 - `ALNUM`: runs of letters/digits, `_` separates words (contamination's n-gram matching);
 - `WORD_OR_PUNCT`: words with inner apostrophes ("don't") or runs of punctuation (token layout).
 
-With `lower=True` text is lowercased before matching (as the bulk functions do); `word_spans`
-matches the original text and lowercases each word, so offsets refer to the original string.
+With `lower=True`, `words` and `word_lists` lowercase the text before matching (polars'
+lowercasing on non-ASCII text); `word_spans` matches the original text and lowercases each word
+with `str.lower`, so offsets refer to the original string. The two agree except on the few
+characters whose lowercase differs between Python's and Rust's Unicode tables.
 
 n-grams: `word_codes` gives each word a 64-bit code (polars' string hash), `ngram_hashes` hashes
 every window of n consecutive codes (position-dependent odd multipliers summed with uint64
@@ -72,10 +74,7 @@ def word_spans(text: str | None, pattern: str = WORD, *, lower: bool = True) -> 
         s = text.find(w, pos)
         pos = s + len(w)
         out.append((w, s, pos))
-    if lower and out:
-        low = pl.Series([w for w, _, _ in out]).str.to_lowercase().to_list()
-        out = [(lw, s, e) for lw, (_, s, e) in zip(low, out, strict=True)]
-    return out
+    return [(w.lower(), s, e) for w, s, e in out] if lower else out
 
 
 def word_lists(texts: Sequence[str | None] | pl.Series, pattern: str = WORD, *, lower: bool = True) -> pl.Series:

@@ -1,6 +1,7 @@
 """Map response tokens to character spans, words and sentences.
 
-Words are runs of word characters (with inner apostrophes: "don't") or runs of punctuation.
+Words are `itaudit.text.WORD_OR_PUNCT`: runs of word characters (with inner apostrophes:
+"don't") or runs of punctuation.
 Sentences end after `.`, `!` or `?` followed by whitespace (or the end), and at every newline;
 a token belongs to the word and sentence of its first non-space character.
 """
@@ -11,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-WORD_RE = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+")
+from ..text import WORD_OR_PUNCT, word_spans
+
 SENT_END_RE = re.compile(r"[.!?]+(?=\s|$)|\n")
 
 
@@ -49,10 +51,10 @@ def layout(tokenizer: Any, ids: list[int]) -> TokenLayout:
     # character -> word index
     char_word = [-1] * n
     word_list: list[tuple[int, int]] = []
-    for m in WORD_RE.finditer(text):
-        for c in range(m.start(), m.end()):
+    for _, ws, we in word_spans(text, WORD_OR_PUNCT, lower=False):
+        for c in range(ws, we):
             char_word[c] = len(word_list)
-        word_list.append((m.start(), m.end()))
+        word_list.append((ws, we))
     # character -> sentence index (a new sentence starts at the first non-space char after an end)
     char_sent = [0] * n
     ends = sorted(m.end() for m in SENT_END_RE.finditer(text))

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import ItauditError
 from ..progress import progress_bar
 from ..store import Store
-from .tokenize import TOKENIZER_VERSION, WORD, words_with_offsets
+from .tokenize import TOKENIZER_VERSION, raw_words, words_with_offsets
 
 INDEX_VERSION = 1
 SEP = 0          # document separator id
@@ -310,7 +310,7 @@ def build_from_texts(docs: list[tuple[int, int, str]], n_instances: int, meta: d
         seqs: list[list[int]] = []
         setdefault = raw_vocab.setdefault
         for _, _, text in docs:
-            seqs.append([setdefault(w, len(raw_vocab)) for w in WORD.findall(text)])
+            seqs.append([setdefault(w, len(raw_vocab)) for w in raw_words(text)])
             bar.advance()
     # Fold raw (cased) words onto lowercased ids: 0 is the separator, words are 1..V.
     lower_id: dict[str, int] = {}

@@ -1,17 +1,18 @@
 """Word-level tokenization shared by the exact-span index and its queries.
 
-A word is a maximal run of Unicode word characters (`\\w+`, Python's definition), lowercased.
-Matching is done on the original text and each word is lowercased afterwards, so character
-offsets always refer to the original string (lowercasing can change a string's length).
+A word is `itaudit.text.WORD` (a maximal run of Unicode word characters, Rust regex definition),
+lowercased with `str.lower`. Matching is done on the original text and each word is lowercased
+afterwards, so character offsets always refer to the original string (lowercasing can change a
+string's length). The index folds raw words with the same `str.lower`, so both sides agree.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-WORD = re.compile(r"\w+")
-TOKENIZER_VERSION = "words-v1"
+from .. import text
+
+TOKENIZER_VERSION = "words-v2"   # v2: the polars/Rust definition of \w (v1 split Devanagari at vowel signs)
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,16 @@ class Word:
     end: int
 
 
-def words(text: str) -> list[str]:
-    """The lowercased words of `text`."""
-    return [w.lower() for w in WORD.findall(text or "")]
+def raw_words(text_: str | None) -> list[str]:
+    """The words of `text_` as written (not lowercased): what the index folds onto lowercased ids."""
+    return text.words(text_, text.WORD, lower=False)
 
 
-def words_with_offsets(text: str) -> list[Word]:
-    """Lowercased words with their character offsets in `text`."""
-    return [Word(m.group().lower(), m.start(), m.end()) for m in WORD.finditer(text or "")]
+def words(text_: str | None) -> list[str]:
+    """The lowercased words of `text_`."""
+    return [w.lower() for w in raw_words(text_)]
+
+
+def words_with_offsets(text_: str | None) -> list[Word]:
+    """Lowercased words with their character offsets in `text_`."""
+    return [Word(w, s, e) for w, s, e in text.word_spans(text_, text.WORD)]
