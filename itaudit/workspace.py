@@ -10,7 +10,8 @@ import polars as pl
 from . import sqlfiles
 from .ingest import IngestReport
 from .ingest import ingest as _ingest
-from .store import Store, default_db, read_only, to_polars
+from .store import Store, default_db, to_polars
+from .usersql import connect_readonly
 
 
 class Workspace:
@@ -74,9 +75,9 @@ def open(db: str | os.PathLike | None = None, index_dir: str | os.PathLike | Non
     return Workspace(db, index_dir)
 
 
-def query_readonly(db: str | os.PathLike, sql: str) -> pl.DataFrame:
-    """Run user SQL on a connection that cannot write."""
-    conn = read_only(db)
+def query_readonly(db: str | os.PathLike, sql: str, *, allow_files: bool = False) -> pl.DataFrame:
+    """Run user SQL on a connection that cannot write the database, nor touch files unless allowed."""
+    conn = connect_readonly(db, allow_files=allow_files)
     try:
         return to_polars(conn, sql)
     finally:

@@ -157,3 +157,48 @@ def test_python_cli_py_matches_console_script(db, capsys):
     assert p.returncode == 0, p.stderr
     out, _ = run(capsys, *args)
     assert p.stdout == out == "name,format,n_rows\ndolly,dolly,3\nqa,qa,1\nsg,sharegpt,3\n"
+
+
+# -- user SQL cannot touch files unless allowed (itaudit.usersql) ------------------------------
+
+def test_query_refuses_files_unless_allowed(db, tmp_path, capsys):
+    target = tmp_path / "leak.csv"
+    err = fail(capsys, "query", f"COPY (SELECT 1 AS x) TO '{target}'", "--db", str(db))
+    assert "queryfailed" in err and "--allow-files" in err and not target.exists()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("k\nhunter2\n")
+    err = fail(capsys, "query", f"SELECT * FROM read_csv('{secret}')", "--db", str(db))
+    assert "disabledbyconfiguration" in err and "hunter2" not in err
+    assert "queryfailed" in fail(capsys, "query", "SELECT * FROM glob('/etc/*')", "--db", str(db))
+    # with the flag both work, and the database is still read-only
+    out, _ = run(capsys, "query", f"SELECT k FROM read_csv('{secret}')", "--format", "csv", "--allow-files", "--db", str(db))
+    assert out.splitlines() == ["k", "hunter2"]
+    run(capsys, "query", f"COPY (SELECT 42 AS x) TO '{target}'", "--allow-files", "--db", str(db))
+    assert target.read_text().split() == ["x", "42"]
+    assert "read-only" in fail(capsys, "query", "DELETE FROM instances", "--allow-files", "--db", str(db))
+
+
+def test_filter_and_tune_predicates_refuse_files_unless_allowed(db, tmp_path):
+    from itaudit.errors import ItauditError
+    from itaudit.filter import filter_dataset, parse_policy
+    from itaudit.store import Store
+    from itaudit.tune.data import select_instances
+
+    ids = tmp_path / "drop.csv"
+    ids.write_text("idx\n1\n")
+    pred = f"idx IN (SELECT idx FROM read_csv('{ids}'))"
+    with Store(db) as store:
+        pol = parse_policy({"rules": [{"drop_where": pred}]})
+        with pytest.raises(ItauditError, match="allow-files"):
+            filter_dataset(store, "dolly", pol, tmp_path / "f.jsonl")
+        assert not (tmp_path / "f.jsonl").exists()
+        r = filter_dataset(store, "dolly", pol, tmp_path / "f.jsonl", allow_files=True)
+        assert (r.n_kept, r.n_dropped) == (2, 1) and r.manifest["dropped"][0]["idx"] == 1
+        # predicates that name database tables still work in the sandbox
+        sub = parse_policy({"rules": [{"drop_where": "idx = 0"}, {"keep_where": "instruction LIKE '%Virgin%' OR idx = 2"}]})
+        assert filter_dataset(store, "dolly", sub, tmp_path / "h.jsonl").n_kept == 1
+
+        with pytest.raises(ItauditError, match="allow-files"):
+            select_instances(store, "dolly", pred)
+        assert select_instances(store, "dolly", pred, allow_files=True)["idx"].to_list() == [1]
+        assert select_instances(store, "dolly", "idx IN (SELECT idx FROM instances WHERE idx > 0)")["idx"].to_list() == [1, 2]

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..ingest import ingest as run_ingest
 from ..ingest.formats import FORMATS
 from ..store import Store
+from ..usersql import NO_FILES_HINT, is_file_access_error
 from ..workspace import query_readonly
 from .common import DbOption, console, db_path, out
 
@@ -80,9 +81,10 @@ def register(app: typer.Typer) -> None:
         format: OutFormat = typer.Option(OutFormat.table, "--format", "-f"),
         out_file: Path = typer.Option(None, "--out", "-o", help="write the result here"),
         list_reports: bool = typer.Option(False, "--list", help="list the canned reports"),
+        allow_files: bool = typer.Option(False, "--allow-files", help="let the SQL read/write files (read_csv, COPY ... TO)"),
         db: str = DbOption,
     ) -> None:
-        """Run SQL (read-only) or a canned report and print or save the result."""
+        """Run SQL (read-only; no file access unless --allow-files) or a canned report."""
         if list_reports:
             for n in sqlfiles.report_names():
                 first = sqlfiles.report_sql(n).splitlines()[0].lstrip("- ")
@@ -92,12 +94,13 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give either SQL or --report NAME")
         text = sqlfiles.report_sql(report) if report else sql
         try:
-            df = query_readonly(db_path(db), text)
+            df = query_readonly(db_path(db), text, allow_files=allow_files)
         except Exception as e:  # duckdb errors: show the message, not a traceback
             import duckdb
 
             if isinstance(e, duckdb.Error):
-                console.print(f"[bold red]query failed:[/] {e}", highlight=False)
+                hint = f"\n{NO_FILES_HINT}" if is_file_access_error(e) else ""
+                console.print(f"[bold red]query failed:[/] {e}{hint}", highlight=False)
                 raise typer.Exit(2) from None
             raise
         write_frame(df, format.value, out_file, title=report)

@@ -30,13 +30,14 @@ def register(app: typer.Typer) -> None:
         normalized: bool = typer.Option(False, "--normalized", help="export normalized instances (alpaca-style) instead of the original records"),
         multi_turn: str = typer.Option(None, "--multi-turn", help="original-format export of multi-turn records: whole (drop a record if any turn is dropped) | any"),
         manifest: Path = typer.Option(None, "--manifest", help="manifest path [default: OUT.manifest.json]"),
+        allow_files: bool = typer.Option(False, "--allow-files", help="let SQL predicates read/write files (read_csv, COPY)"),
         db: str = DbOption,
     ) -> None:
         """Filter a dataset by its audit results; export the kept rows and a manifest.
 
         Predicates see one row per instance: the instances columns plus <check>_flag,
         <check>_score and <check>_cluster for every check that ran (e.g. "risk_score > 0.7",
-        "NOT contamination_flag").
+        "NOT contamination_flag"). Predicates cannot touch files unless --allow-files.
         """
         pol = load_policy(policy) if policy else Policy(name="cli")
         for i, w in enumerate(where or []):
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("--multi-turn must be whole or any")
             pol.multi_turn = multi_turn
         with Store(db_path(db)) as store:
-            r = filter_dataset(store, name, pol, out, format.value, normalized=normalized, manifest_path=manifest)
+            r = filter_dataset(store, name, pol, out, format.value, normalized=normalized, manifest_path=manifest,
+                              allow_files=allow_files)
         c = r.manifest["counts"]
         console.print(f"[green]{name}[/]: kept {c['instances_kept']:,} of {c['instances_total']:,} instances, "
                       f"wrote {c['records_written']:,} records to {out} ({format.value}"

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         rows: int = typer.Option(None, "--rows", "-n", help="train on the first N selected rows (idx order)"),
         epochs: int = typer.Option(1, "--epochs", "-e"),
         where: str = typer.Option(None, "--where", "-w", help=WHERE_HELP),
+        allow_files: bool = typer.Option(False, "--allow-files", help="let --where read/write files (read_csv, COPY)"),
         lr: float = typer.Option(None, "--lr", help="peak learning rate (default 2e-4 for lora, 2e-5 for full)"),
         lora_r: int = typer.Option(8, "--lora-r"),
         lora_alpha: int = typer.Option(16, "--lora-alpha"),
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         targets: str | tuple[str, ...] = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
         cfg = TuneConfig(
-            base=base, dataset=dataset, out=out, method=method.value, rows=rows, epochs=epochs, where=where,
+            base=base, dataset=dataset, out=out, method=method.value, rows=rows, epochs=epochs, where=where, allow_files=allow_files,
             lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
             lora_targets=("all-linear",) if targets == ("all-linear",) else targets,
             lora_dropout=lora_dropout, max_len=max_len, batch_size=batch_size, grad_accum=grad_accum, seed=seed,

@@ -26,6 +26,7 @@ import polars as pl
 from ..errors import ItauditError
 from ..hashing import file_sha256
 from ..store import Store
+from ..usersql import NO_FILES_HINT, is_file_access_error, sandbox
 from .policy import Policy, Rule, column_name
 
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
@@ -69,15 +70,22 @@ def audit_view_sql(store: Store, dataset: str) -> tuple[str, list[Any]]:
     return sql, params + [dataset]
 
 
-def _select_idx(store: Store, view: str, vparams: list[Any], predicate: str, rule: Rule) -> set[int]:
-    sql = f"WITH audit AS ({view}) SELECT idx FROM audit WHERE coalesce(({predicate}), FALSE)"
-    store.conn.execute("BEGIN TRANSACTION")
+def _select_idx(store: Store, view: str, vparams: list[Any], predicate: str, rule: Rule,
+                box: duckdb.DuckDBPyConnection | None = None) -> set[int]:
+    """idx of the audit-view rows matching `predicate`: in the file-less sandbox `box` unless None."""
     try:
-        rows = store.conn.execute(sql, vparams).fetchall()
+        if box is not None:
+            rows = box.execute(f"SELECT idx FROM audit WHERE coalesce(({predicate}), FALSE)").fetchall()
+        else:
+            sql = f"WITH audit AS ({view}) SELECT idx FROM audit WHERE coalesce(({predicate}), FALSE)"
+            store.conn.execute("BEGIN TRANSACTION")
+            try:
+                rows = store.conn.execute(sql, vparams).fetchall()
+            finally:
+                store.conn.execute("ROLLBACK")  # predicates never change the database
     except duckdb.Error as e:
-        raise ItauditError(f"filter rule {rule.name!r}: cannot evaluate {predicate!r}: {e}".splitlines()[0]) from None
-    finally:
-        store.conn.execute("ROLLBACK")  # predicates never change the database
+        hint = f" ({NO_FILES_HINT})" if is_file_access_error(e) else ""
+        raise ItauditError(f"filter rule {rule.name!r}: cannot evaluate {predicate!r}: {e}".splitlines()[0] + hint) from None
     return {int(r[0]) for r in rows}
 
 
@@ -89,11 +97,19 @@ def _require_check(checks: dict[str, str], check: str, rule: Rule, dataset: str)
     return column_name(check)
 
 
-def apply_policy(store: Store, dataset: str, policy: Policy) -> dict[int, str]:
-    """idx -> reason for every dropped instance (first rule that dropped it)."""
+def apply_policy(store: Store, dataset: str, policy: Policy, *, allow_files: bool = False) -> dict[int, str]:
+    """idx -> reason for every dropped instance (first rule that dropped it).
+
+    Predicates run on a copy of the audit view in an in-memory DuckDB without file access
+    (`itaudit.usersql`), unless `allow_files`: then on the store's connection, in a rolled-back
+    transaction.
+    """
     checks = audit_checks(store, dataset)
     view, vparams = audit_view_sql(store, dataset)
     dropped: dict[int, str] = {}
+    box = None
+    if not allow_files and any(r.kind in ("drop_where", "keep_where") for r in policy.rules):
+        box = sandbox({"audit": store.query(view, vparams)})
     for rule in policy.rules:
         if rule.optional and any(c not in checks for c in rule.checks()):
             continue
@@ -120,8 +136,10 @@ def apply_policy(store: Store, dataset: str, policy: Policy) -> dict[int, str]:
         else:  # max_score
             pred = " OR ".join(f"{_require_check(checks, ch, rule, dataset)}_score > {float(t)!r}"
                                for ch, t in rule.arg.items())
-        for idx in _select_idx(store, view, vparams, pred, rule):
+        for idx in _select_idx(store, view, vparams, pred, rule, box):
             dropped.setdefault(idx, rule.name)
+    if box is not None:
+        box.close()
     return dropped
 
 
@@ -134,6 +152,7 @@ def filter_dataset(
     *,
     normalized: bool = False,
     manifest_path: str | Path | None = None,
+    allow_files: bool = False,
 ) -> FilterResult:
     """Apply `policy`, export the kept data to `out` (atomically), write the manifest."""
     if fmt not in EXPORT_FORMATS:
@@ -143,7 +162,7 @@ def filter_dataset(
     if out.resolve() == Path(info["source_path"]).resolve():
         raise ItauditError(f"refusing to overwrite the source of {dataset!r} ({out}); choose another --out")
     manifest_path = Path(manifest_path) if manifest_path else out.with_name(out.name + ".manifest.json")
-    dropped = apply_policy(store, dataset, policy)
+    dropped = apply_policy(store, dataset, policy, allow_files=allow_files)
     by_rule = _count(dropped.values())
     inst = store.query("SELECT idx, instance_id, source_row, turn FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
     n_total = inst.height

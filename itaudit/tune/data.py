@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ItauditError
 from ..store import Store
+from ..usersql import NO_FILES_HINT, is_file_access_error, sandboxed_query
 
 IGNORE = -100
 
@@ -29,8 +30,12 @@ WHERE_HELP = (
 )
 
 
-def select_instances(store: Store, dataset: str, where: str | None = None, rows: int | None = None) -> pl.DataFrame:
-    """The instances of `dataset` that satisfy `where`, in idx order, the first `rows` of them."""
+def select_instances(store: Store, dataset: str, where: str | None = None, rows: int | None = None, *,
+                     allow_files: bool = False) -> pl.DataFrame:
+    """The instances of `dataset` that satisfy `where`, in idx order, the first `rows` of them.
+
+    `where` runs on copies of the tables it names, without file access unless `allow_files`.
+    """
     store.require_dataset(dataset)
     sql = (
         "SELECT i.idx, i.system, i.history, i.instruction, i.input, i.response FROM instances i"
@@ -44,9 +49,12 @@ def select_instances(store: Store, dataset: str, where: str | None = None, rows:
     if len(stmts) != 1 or stmts[0].type != duckdb.StatementType.SELECT:
         raise ItauditError(f"--where {where!r} must be a single predicate, not extra statements")
     try:
-        return store.query(sql, [dataset])
+        if allow_files or not (where and where.strip()):
+            return store.query(sql, [dataset])
+        return sandboxed_query(store.conn, sql, [dataset], row_filters={"instances": ("dataset", dataset)})
     except duckdb.Error as e:
-        raise ItauditError(f"--where {where!r} failed: {e}") from None
+        hint = f" ({NO_FILES_HINT})" if is_file_access_error(e) else ""
+        raise ItauditError(f"--where {where!r} failed: {e}{hint}") from None
 
 
 def rows_sha(idx: list[int]) -> str:

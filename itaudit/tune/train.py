@@ -45,6 +45,7 @@ class TuneConfig:
     rows: int | None = None
     epochs: int = 1
     where: str | None = None
+    allow_files: bool = False               # let `where` read/write files (itaudit.usersql)
     lr: float | None = None                 # default: DEFAULT_LR[method]
     lora_r: int = 8
     lora_alpha: int = 16
@@ -249,7 +250,7 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
     if not 0.0 <= cfg.warmup < 1.0:
         raise ItauditError("--warmup is a fraction of the steps in [0, 1)")
 
-    frame = select_instances(store, cfg.dataset, cfg.where, cfg.rows)
+    frame = select_instances(store, cfg.dataset, cfg.where, cfg.rows, allow_files=cfg.allow_files)
     if frame.height == 0:
         raise ItauditError(f"no rows of {cfg.dataset!r} match --where {cfg.where!r}")
     out = _prepare_out(cfg)
