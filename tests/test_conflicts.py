@@ -1,4 +1,4 @@
-"""Conflicting neighbours: numbers / names extraction, pair rules, stored evidence, report."""
+"""Conflicting neighbours: the same task with contradictory claims, evidence stored, report."""
 
 from __future__ import annotations
 
@@ -7,22 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from itaudit.audit.conflicts import compare, entities, numbers
+from itaudit.audit.claims import contradictions, final_answer, tokens
+from itaudit.audit.conflicts import ConflictingNeighbors, is_open_ended, judge_pair, same_task
 from itaudit.audit.runner import AuditContext, run_checks
 from itaudit.embed import Embedder
+from itaudit.errors import ItauditError
 from itaudit.ingest import ingest
 
 ROWS = [
-    {"instruction": "How many legs does a spider have?", "input": "", "output": "A spider has 8 legs."},          # 0
-    {"instruction": "How many legs do spiders have?", "input": "", "output": "A spider has 6 legs."},             # 1 number conflict
-    {"instruction": "Who wrote the novel Hamlet?", "input": "", "output": "It was written by William Shakespeare."},  # 2
-    {"instruction": "Who is the author of the novel Hamlet?", "input": "", "output": "It was written by Christopher Marlowe."},  # 3
-    {"instruction": "Give me a synonym for happy.", "input": "", "output": "Joyful."},                            # 4
-    {"instruction": "Give me a synonym for happy.", "input": "", "output": "The stock market fell sharply today amid fears of inflation."},  # 5 dissimilar
-    {"instruction": "What is 12 times 3?", "input": "", "output": "36"},                                          # 6
-    {"instruction": "What is 12 times 4?", "input": "", "output": "48"},                                          # 7 instructions differ: fine
-    {"instruction": "Write a poem about the sea.", "input": "", "output": "Blue waves roll."},                     # 8
-    {"instruction": "Translate 'cat' into French.", "input": "", "output": "Chat."},                              # 9
+    {"instruction": "How many legs does a spider have?", "input": "", "output": "A spider has 8 legs and two body parts."},  # 0
+    {"instruction": "How many legs do spiders have?", "input": "", "output": "A spider has 6 legs and two body parts."},    # 1 number
+    {"instruction": "Who wrote the play Hamlet?", "input": "", "output": "Hamlet was written by William Shakespeare around 1600."},  # 2
+    {"instruction": "Who is the author of the play Hamlet?", "input": "", "output": "Hamlet was written by Christopher Marlowe around 1600."},  # 3 entity
+    {"instruction": "Write a short poem about the sea.", "input": "", "output": "Blue waves roll over Jenna's shore at 5 am."},  # 4
+    {"instruction": "Write a short poem about the ocean.", "input": "", "output": "Grey tides hum to Marco at 9 pm."},  # 5 creative
+    {"instruction": "What is 12 times 3?", "input": "", "output": "12 times 3 is 36."},                         # 6
+    {"instruction": "What is 12 times 4?", "input": "", "output": "12 times 4 is 48."},                         # 7 another slot value
+    {"instruction": "Is a tomato a fruit?", "input": "", "output": "Yes, botanically a tomato is a fruit."},      # 8
+    {"instruction": "Is the tomato a fruit?", "input": "", "output": "No, botanically a tomato is not a fruit."},  # 9 yes/no + negation
+    {"instruction": "Translate 'cat' into French.", "input": "", "output": "Chat."},                              # 10
 ]
 
 
@@ -31,19 +34,77 @@ def embedder() -> Embedder:
     return Embedder()
 
 
-def test_numbers_and_entities() -> None:
-    assert numbers("1. Mix 1,000 g.\n2) Bake 30 min at 180.\nIt costs $4.50 or 12%.") == {"1000", "30", "180", "4.50", "12%"}
-    assert entities("The capital is Canberra. Sydney is bigger than Perth.") == {"Canberra", "Perth"}
+def test_tokens_normalise_numbers_possessives_units() -> None:
+    t = tokens("Caulfield's 1,000 km, eight legs; it isn't 4.50")
+    norms = [x.norm for x in t if x.kind != "punct"]
+    assert norms[:5] == ["caulfield", "1000.0", "kilometer", "8.0", "leg"]
+    assert "not" in norms and "4.5" in norms
 
 
-def test_compare_rules() -> None:
-    c = compare("How many moons has Mars?", "Number of moons of Mars?", "Mars has 2 moons.", "Mars has 3 moons.")
-    assert c["numbers"]["conflict"] and c["numbers"]["only_a"] == ["2"] and c["numbers"]["only_b"] == ["3"]
-    assert not c["entities"]["conflict"]   # Mars is in the instructions: topic, not a fact
-    c = compare("What is 12 times 3?", "What is 12 times 4?", "36", "48")
-    assert c["numbers"]["instructions_differ"] and not c["numbers"]["conflict"]
-    c = compare("q", "q", "Answer with 8.", "Answer with 8 and 9.")
-    assert not c["numbers"]["conflict"]    # one side only adds: not a contradiction
+@pytest.mark.parametrize("a, b", [
+    ("Holden Caulfield's journey ends in New York.", "Holden Caulfield journey ends in New York."),   # possessive
+    ("The novel was published by Little, Brown.", "The novel was published in 1951 by Little, Brown."),  # added fact
+    ("The planets are Mercury, Venus and Mars.", "The planets are Venus, Mars and Mercury."),          # reordered list
+    ("It runs 3 km every day.", "It runs three kilometres every day."),                               # number word + unit
+    ("The answer is 18.", "So the final answer is 18."),
+    ("The tower is 330 metres tall.", "The tower is 330 m tall."),
+])
+def test_consistent_pairs_are_not_contradictions(a: str, b: str) -> None:
+    assert contradictions(a, b, prompt_a="q", prompt_b="q") == []
+
+
+@pytest.mark.parametrize("a, b, kind", [
+    ("Mars has 2 moons, Phobos and Deimos.", "Mars has 3 moons, Phobos and Deimos.", "number"),
+    ("It was written by William Shakespeare in 1600.", "It was written by Christopher Marlowe in 1600.", "entity"),
+    ("Whales are mammals that breathe air.", "Whales are not mammals that breathe air.", "negation"),
+    ("Yes, water boils at 100 degrees.", "No, water boils at 100 degrees.", "yes_no"),
+    ("Janet sells 9 eggs.\nThe answer is 18.", "Janet sells 9 eggs.\nThe answer is 20.", "final_answer"),
+    ("The temperature will increase over time.", "The temperature will decrease over time.", "negation"),
+])
+def test_contradictions_found_with_evidence(a: str, b: str, kind: str) -> None:
+    got = contradictions(a, b, prompt_a="q", prompt_b="q")
+    assert kind in {c["type"] for c in got}
+    c = next(c for c in got if c["type"] == kind)
+    assert c["a"] and c["b"] and c["a"] != c["b"]
+
+
+def test_ordering_and_final_answer() -> None:
+    got = contradictions("2, 4, 5, 8", "8, 5, 4, 2", prompt_a="Sort the numbers from smallest to largest: 8, 4, 5, 2",
+                         prompt_b="Sort the numbers from smallest to largest: 8, 4, 5, 2")
+    assert [c["type"] for c in got] == ["order"]
+    assert final_answer("Step 1 ... Therefore, the final answer is yes.") == "yes"
+    assert final_answer("No verdict here") is None
+
+
+def test_negated_claim_about_the_same_subject() -> None:
+    a = ("Buddhism and Hinduism differ. Buddhism is an atheist religion, believing in no God or gods. "
+         "Hinduism is a polytheistic religion.")
+    b = ("Hinduism and Buddhism share many similarities. Both faiths value the existence of multiple gods and "
+         "goddesses and view karma as a result of one's actions.")
+    claims, why = judge_pair("Compare and contrast the beliefs of Buddhism and Hinduism.", "", a,
+                             "What are the similarities between Hinduism and Buddhism?", "", b)
+    assert why == "contradiction" and claims[0]["type"] == "negation" and claims[0]["word"] == "god"
+    # the same negation on both sides is agreement
+    claims, _ = judge_pair("Compare Buddhism and Hinduism.", "", a, "Compare Buddhism and Hinduism.", "",
+                           a.replace("differ", "are different"))
+    assert claims == []
+
+
+def test_task_gates() -> None:
+    assert is_open_ended("Write a poem about the sea.") and is_open_ended("Give me a synonym for happy.")
+    assert is_open_ended("Generate a random password of length 8.") and is_open_ended("Name three fruits.")
+    assert not is_open_ended("What is the capital of France?") and not is_open_ended("Calculate the mean of 2, 4.")
+    assert same_task("What is 12 times 3?", "What is 12 times 4?", "36", "48") == (False, "slot values differ")
+    ok, why = same_task("How many legs does a spider have?", "How many legs does an insect have?",
+                        "A spider has 8 legs.", "An insect has 6 legs.")
+    assert not ok and "only one prompt" in why
+    assert same_task("How many legs does a spider have?", "How many legs do spiders have?", "8", "6")[0]
+
+
+def test_params_are_typed() -> None:
+    assert ConflictingNeighbors({"threshold": "0.9"}).params.threshold == 0.9
+    with pytest.raises(ItauditError, match="unknown parameter"):
+        ConflictingNeighbors({"response_threshold": 0.5})
 
 
 def test_conflicting_neighbors_check(store, tmp_path, embedder) -> None:
@@ -54,21 +115,22 @@ def test_conflicting_neighbors_check(store, tmp_path, embedder) -> None:
     res = run_checks(store, "toy", ["conflicting_neighbors"], context=ctx)[0].result
     pairs = store.query("SELECT idx_a, idx_b, score, evidence FROM check_pairs WHERE check_name = 'conflicting_neighbors'")
     ev = {(a, b): (s, json.loads(e)) for a, b, s, e in pairs.rows()}
-    assert (0, 1) in ev and "numbers" in ev[(0, 1)][1]["reasons"]
-    assert ev[(0, 1)][1]["numbers"] == {"only_a": ["8"], "only_b": ["6"]}
-    assert ev[(0, 1)][1]["instruction_sim"] >= 0.85 and ev[(0, 1)][1]["response_sim"] > 0.5
-    assert (2, 3) in ev and "entities" in ev[(2, 3)][1]["reasons"]
-    assert set(ev[(2, 3)][1]["entities"]["only_a"]) >= {"Shakespeare"}
-    assert (4, 5) in ev and "dissimilar_response" in ev[(4, 5)][1]["reasons"] and ev[(4, 5)][1]["response_sim"] <= 0.5
-    assert (6, 7) not in ev
-    assert not res.flag[[8, 9]].any() and res.flag[[0, 1, 2, 3, 4, 5]].all()
+    assert (0, 1) in ev and ev[(0, 1)][1]["reasons"] == ["number"]
+    assert ev[(0, 1)][1]["numbers"] == [["8", "6"]] and ev[(0, 1)][1]["instruction_sim"] >= 0.85
+    assert (2, 3) in ev and ev[(2, 3)][1]["reasons"] == ["entity"]
+    assert ev[(2, 3)][1]["entities"][0] == ["William Shakespeare", "Christopher Marlowe"]
+    assert (8, 9) in ev and {"yes_no", "negation"} <= set(ev[(8, 9)][1]["reasons"])
+    assert (4, 5) not in ev and (6, 7) not in ev     # creative task; another slot value
+    assert res.flag.tolist() == [True, True, True, True, False, False, False, False, True, True, False]
     for a, b in ev:  # row score = strongest conflict it is part of, in [0, 1]
         assert res.score[a] >= ev[(a, b)][0] and res.score[b] >= ev[(a, b)][0]
-    assert 0 < res.score.max() <= 1 and res.summary["n_conflict_pairs"] == len(ev)
-    # response embeddings were computed only for rows in candidate pairs
-    assert res.summary["n_responses_embedded"] < len(ROWS)
+    assert 0 < res.score.max() <= 1 and res.summary["n_conflict_pairs"] == len(ev) == 3
+    assert res.summary["candidates_by_outcome"]["open-ended task"] >= 1
+    step = ConflictingNeighbors()
+    assert step.render_text(res) == ["3 conflict pairs (entity 1, negation 1, number 1, yes_no 1)"]
+    assert "Shakespeare" in step.render_html(res)
     from itaudit import sqlfiles
 
     rep = store.query(sqlfiles.report_sql("conflicts"))
-    assert rep.height == len(ev) and rep["response_sim"].max() <= 1.0001
+    assert rep.height == len(ev)
     assert np.all(rep["strength"].to_numpy()[:-1] >= rep["strength"].to_numpy()[1:])

@@ -1,102 +1,109 @@
-"""Conflicting neighbours: close instructions whose responses disagree.
+"""Conflicting neighbours: the same task answered with contradictory claims.
 
-The pairs that let a tuned model borrow wrong facts: two prompts that mean nearly the same thing
-(cosine of prompt embeddings >= `threshold`, default 0.85) but whose responses
-- are dissimilar (response cosine <= `response_threshold`, default 0.5), or
-- state different numbers or capitalized names (each response has some the other lacks),
-  unless the instructions themselves differ in numbers / names (which explains it).
-Follow-up turns (with conversation history) are compared only with rows of the same history.
+A pair is a conflict when
+1. the prompts are close (cosine of prompt embeddings >= `threshold` among each row's `k`
+   nearest) and pose the *same task*: the prompts' own numbers, names and quoted strings agree
+   (a different slot value - "12 times 3" / "12 times 4", "France" / "Spain" - explains different
+   answers), and no content word that only one prompt has is what its response talks about
+   ("legs of a spider" / "legs of an insect");
+2. neither task is open-ended (write / compose / generate / suggest / name a ... / list five ...,
+   synonyms, examples, passwords, poems, rewrites, summaries): different answers are legitimate;
+3. the responses contradict in what they claim (`itaudit.audit.claims.contradictions`): a
+   substituted number, name or verdict, an inserted negation, another order of the same items -
+   never an added fact. Follow-up turns are compared only with rows of the same history.
 
-Pair strength = instruction cosine * max(1 - response cosine if dissimilar, token distance *
-response cosine if the numbers/names differ), token distance = 1 - Jaccard of the two responses'
-number+name sets (tokens also in an instruction are ignored).
-A row's score is its strongest conflict; pairs go to `check_pairs` with both similarities.
+Pair strength = prompt cosine x the confidence of the strongest claim type (`CLAIM_CONFIDENCE`).
+A row's score is its strongest conflict; pairs go to `check_pairs` with the disagreeing claims.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
 from ..index import exact_index
 from ..progress import progress_bar
+from ..steps.base import Params, Step
 from .base import CheckResult
+from .claims import NUMBER, contradictions, negated_claims, tokens
 
-_NUM = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?%?")
-_CAP = re.compile(r"\b[A-Z][\w'-]*[A-Za-z0-9]\b|\b[A-Z]\b")
-_SENT_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*(?:[-*#>\d.)]+\s*)?)$")
+CLAIM_CONFIDENCE = {"final_answer": 1.0, "number": 1.0, "entity": 0.9, "yes_no": 1.0, "label": 0.9, "negation": 0.8, "order": 0.9}
+
+# Open-ended generation: many different answers are right.
+_OPEN = re.compile(
+    r"^\s*(?:please\s+)?(?:write|compose|create|generate|produce|construct|draft|design|invent|imagine|"
+    r"brainstorm|come up|make up|make a|suggest|propose|recommend|think of|devise|develop|craft|build|"
+    r"rewrite|re-write|reword|re-word|rephrase|paraphrase|edit|revise|improve|continue|complete|finish|"
+    r"summari[sz]e|translate|give (?:me )?(?:a|an|some|one|two|three|four|five|\d+|me)\b|"
+    r"name (?:a|an|one|some|two|three|four|five|six|seven|eight|nine|ten|\d+)\b|"
+    r"(?:list|identify|provide|offer|describe|outline|share|tell me|find) (?:a few|some|several|two|three|four|"
+    r"five|six|seven|eight|nine|ten|\d+|one|an? (?:example|way|idea|tip))\b|"
+    r"pick|choose|select a|tell (?:me )?a (?:story|joke)|role-?play|pretend|act as)",
+    re.I)
+_OPEN_ANYWHERE = re.compile(
+    r"\b(?:poem|haiku|story|stories|essay|slogan|tagline|headline|title|tweet|joke|metaphor|simile|"
+    r"hyperbole|analogy|synonyms?|antonyms?|rhymes?|examples?|ideas?|tips|password|random|creative|fictional|"
+    r"hypothetical|imaginary|dialogue|conversation|letter|email|speech|lyrics|sentence using|"
+    r"in your own words|opinion|recipe|name for|names for|advice|suggestions?|strategies|ways to|"
+    r"which (?:other |of the )?[a-z]{3,}[^s\W]s|what are some)\b",
+    re.I)
+_QUOTED = re.compile(r"[\"“'‘]([^\"”'’]{2,80})[\"”'’]")
 _STOP = {
-    "I", "A", "The", "This", "That", "These", "Those", "It", "In", "On", "At", "For", "If", "And", "But", "Or",
-    "As", "To", "Of", "By", "With", "We", "You", "He", "She", "They", "My", "Your", "Our", "Their", "Its",
-    "Here", "There", "Yes", "No", "Note", "However", "Also", "So", "Then", "When", "What", "Which", "Who",
-    "How", "Why", "Where", "OK", "Ok", "Sure", "Hi", "Hello", "Thanks", "Thank", "Please", "Step", "Example",
+    "a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "was", "were", "be", "what",
+    "which", "who", "how", "why", "when", "where", "do", "doe", "does", "did", "given", "following", "this",
+    "that", "these", "those", "it", "its", "with", "by", "from", "as", "at", "me", "you", "your", "i", "can",
+    "please", "input", "no", "some", "about", "tell", "explain", "describe", "find", "identify", "state",
+    "give", "provide", "name", "list", "answer", "question", "word", "sentence", "text", "between",
 }
 
+# words that name the task, not what it is about
+_TASK_WORDS = {"compare", "contrast", "similarity", "difference", "different", "similar", "explain", "describe",
+               "concept", "definition", "define", "meaning", "purpose", "role", "importance", "effect", "impact",
+               "advantage", "disadvantage", "benefit", "main", "key", "important", "type", "kind", "way",
+               "brief", "short", "detailed", "simple", "term", "overview", "summary", "fact"}
 
-def numbers(text: str, max_chars: int = 2000) -> set[str]:
-    """Numbers in `text` ("1,000" -> "1000"), not counting list markers ("1." / "2)" starting a line)."""
-    t = text[:max_chars]
-    out = set()
-    for m in _NUM.finditer(t):
-        after = t[m.end():m.end() + 2]
-        if after[:1] in (".", ")") and (len(after) < 2 or after[1].isspace()) \
-                and not t[t.rfind("\n", 0, m.start()) + 1:m.start()].strip():
-            continue  # a list marker
-        v = m.group(0).replace(",", "").lstrip("+")
-        if v.endswith("."):
-            v = v[:-1]
-        out.add(v)
+
+def is_open_ended(instruction: str) -> bool:
+    """True for creative / open generation tasks, where different answers are legitimate."""
+    first = (instruction or "").strip().split("\n")[0]
+    return bool(_OPEN.search(first) or _OPEN_ANYWHERE.search(first))
+
+
+def _content(text: str) -> set[str]:
+    return {t.norm for t in tokens(text) if t.kind == "word" and t.norm not in _STOP and len(t.norm) > 2}
+
+
+def prompt_slots(text: str) -> set[str]:
+    """The values a prompt poses its task on: numbers, capitalised names, quoted strings (lowercased)."""
+    toks = tokens(text)
+    out = {t.norm for t in toks if t.kind == "num" or t.name}
+    out |= {q.strip().lower() for q in _QUOTED.findall(text or "")}
     return out
 
 
-def entities(text: str, max_chars: int = 2000) -> set[str]:
-    """Capitalized tokens that do not start a sentence or list item (crude named entities)."""
-    t = text[:max_chars]
-    out = set()
-    for m in _CAP.finditer(t):
-        tok = m.group(0)
-        if tok in _STOP or len(tok) < 2 or tok.split("'")[0] in _STOP:  # also I've, It's, ...
-            continue
-        if _SENT_START.search(t[max(0, m.start() - 12):m.start()]):
-            continue
-        out.add(tok)
-    return out
-
-
-def _facts(text: str | None, max_chars: int) -> tuple[set[str], set[str]]:
-    t = text or ""
-    return numbers(t, max_chars), entities(t, max_chars)
-
-
-def compare(ins_a: str, ins_b: str, res_a: str, res_b: str, *, max_chars: int = 2000, max_facts: int = 10) -> dict:
-    """Numbers / names each response has that the other lacks, and whether the instructions explain it.
-
-    Tokens that occur in either instruction are the topic, not a fact, and are ignored. A side
-    conflicts when both responses have tokens the other lacks, neither response has more than
-    `max_facts` of them (long, fact-dense answers always differ somewhere), and the instructions
-    do not differ in that kind of token themselves.
-    """
-    ia, ib = _facts(ins_a, max_chars), _facts(ins_b, max_chars)
-    ra, rb = _facts(res_a, max_chars), _facts(res_b, max_chars)
-    out: dict = {}
-    sets = []
-    for k, name in ((0, "numbers"), (1, "entities")):
-        topic = ia[k] | ib[k]
-        a, b = ra[k] - topic, rb[k] - topic
-        sets.append((a, b))
-        only_a, only_b = sorted(a - b), sorted(b - a)
-        explained = ia[k] != ib[k]
-        small = len(a) <= max_facts and len(b) <= max_facts
-        out[name] = {"only_a": only_a[:10], "only_b": only_b[:10], "n_only_a": len(only_a), "n_only_b": len(only_b),
-                     "instructions_differ": explained,
-                     "conflict": bool(only_a and only_b and small and not explained)}
-    ua, ub = sets[0][0] | sets[1][0], sets[0][1] | sets[1][1]
-    union = ua | ub
-    out["token_distance"] = 1 - len(ua & ub) / len(union) if union else 0.0
-    return out
+def same_task(prompt_a: str, prompt_b: str, res_a: str, res_b: str) -> tuple[bool, str]:
+    """Whether two close prompts pose the same task (not just the same topic); with the reason if not."""
+    if prompt_a.strip().lower() == prompt_b.strip().lower():
+        return True, "identical"
+    sa, sb = prompt_slots(prompt_a), prompt_slots(prompt_b)
+    all_a = {t.norm for t in tokens(prompt_a)} | {prompt_a.lower()}
+    all_b = {t.norm for t in tokens(prompt_b)} | {prompt_b.lower()}
+    miss_a = {s for s in sa if s not in all_b and s not in prompt_b.lower()}
+    miss_b = {s for s in sb if s not in all_a and s not in prompt_a.lower()}
+    if miss_a or miss_b:
+        return False, "slot values differ"
+    ca, cb = _content(prompt_a), _content(prompt_b)
+    ra, rb = _content(res_a), _content(res_b)
+    only_a = {w for w in ca - cb if w in ra and w not in rb}
+    only_b = {w for w in cb - ca if w in rb and w not in ra}
+    if only_a or only_b:
+        return False, "the responses follow a word only one prompt has"
+    return True, "close"
 
 
 def neighbour_pairs(vecs: np.ndarray, threshold: float, k: int, *, chunk: int = 4096,
@@ -118,84 +125,128 @@ def neighbour_pairs(vecs: np.ndarray, threshold: float, k: int, *, chunk: int = 
     return out
 
 
-def conflicting_neighbors(ctx, field: str = "prompt", threshold: float = 0.85, response_threshold: float = 0.5,
-                          k: int = 10, use_tokens: bool = True, include_followups: bool = False,
-                          max_chars: int = 2000, max_facts: int = 10) -> CheckResult:
-    """Pairs of near-identical prompts with disagreeing responses; score per row = max conflict strength."""
-    frame = ctx.instances()
-    n = frame.height
-    idx = frame["idx"].to_numpy().astype(np.int64)
-    vecs = ctx.vectors(field)
-    cand = neighbour_pairs(vecs, threshold, k, show_progress=ctx.show_progress)
-    hist = frame["history"].cast(pl.Utf8).fill_null("").to_list() if "history" in frame.columns else [""] * n
-    sysp = frame["system"].fill_null("").to_list() if "system" in frame.columns else [""] * n
-    n_followup_skipped = 0
-    if not include_followups:
-        keep = {}
-        for (i, j), c in cand.items():
-            if (hist[i] or hist[j]) and (hist[i] != hist[j] or sysp[i] != sysp[j]):
+def judge_pair(ins_a: str, inp_a: str, res_a: str, ins_b: str, inp_b: str, res_b: str,
+               max_chars: int = 3000) -> tuple[list[dict], str]:
+    """(contradicting claims, reason) for one pair of rows; claims are empty unless it is a conflict."""
+    pa, pb = f"{ins_a}\n{inp_a}".strip(), f"{ins_b}\n{inp_b}".strip()
+    if is_open_ended(ins_a) or is_open_ended(ins_b):
+        return [], "open-ended task"
+    if (res_a or "").strip() == (res_b or "").strip():
+        return [], "same response"
+    ok, why = same_task(pa, pb, res_a, res_b)
+    if not ok and why == "slot values differ":
+        return [], why
+    subjects = _content(pa) | _content(pb) | prompt_slots(pa) | prompt_slots(pb)
+    claims = []
+    if ok:   # substitutions need the same task; a negated statement about one subject does not
+        claims = contradictions(res_a, res_b, prompt_a=pa, prompt_b=pb,
+                                same_prompt=pa.strip().lower() == pb.strip().lower(), max_chars=max_chars)
+    if not any(c["type"] == "negation" for c in claims):
+        claims += negated_claims(res_a, res_b, subjects - _TASK_WORDS, max_chars=max_chars)
+    if claims:
+        return claims, "contradiction"
+    return [], "consistent" if ok else why
+
+
+@dataclass(frozen=True)
+class ConflictParams(Params):
+    field: str = "prompt"
+    threshold: float = 0.85
+    k: int = 10
+    include_followups: bool = False
+    max_chars: int = 3000
+
+
+class ConflictingNeighbors(Step):
+    """Close prompts posing the same closed task whose responses contradict each other."""
+
+    name: ClassVar[str] = "conflicting_neighbors"
+    description: ClassVar[str] = ("the same task answered with contradictory claims (numbers, names, "
+                                  "yes/no, negation, order); open-ended tasks excluded")
+    Params: ClassVar[type[Params]] = ConflictParams
+    requires: ClassVar[tuple[str, ...]] = ("embeddings:prompt",)
+
+    def compute(self, ctx: Any) -> CheckResult:
+        p: ConflictParams = self.params  # type: ignore[assignment]
+        frame = ctx.instances()
+        n = frame.height
+        idx = frame["idx"].to_numpy().astype(np.int64)
+        vecs = ctx.vectors(p.field)
+        cand = neighbour_pairs(vecs, p.threshold, p.k, show_progress=getattr(ctx, "show_progress", False))
+        hist = frame["history"].cast(pl.Utf8).fill_null("").to_list() if "history" in frame.columns else [""] * n
+        sysp = frame["system"].fill_null("").to_list() if "system" in frame.columns else [""] * n
+        ins = frame["instruction"].fill_null("").to_list()
+        inp = frame["input"].fill_null("").to_list()
+        res = frame["response"].fill_null("").to_list()
+        score = np.zeros(n)
+        count = np.zeros(n, dtype=np.int64)
+        partner = np.full(n, -1, dtype=np.int64)
+        pairs = []
+        why: dict[str, int] = {}
+        claim_types: dict[str, int] = {}
+        n_followup_skipped = 0
+        for (i, j), isim in sorted(cand.items()):
+            if not p.include_followups and (hist[i] or hist[j]) and (hist[i] != hist[j] or sysp[i] != sysp[j]):
                 n_followup_skipped += 1
                 continue
-            keep[(i, j)] = c
-        cand = keep
-    rows_needed = sorted({i for p in cand for i in p})
-    rvec = ctx.vectors("response", idx=idx[rows_needed]) if rows_needed else np.zeros((0, vecs.shape[1]), np.float32)
-    where = {r: p for p, r in enumerate(rows_needed)}
-    ins = frame["instruction"].to_list()
-    inp = frame["input"].fill_null("").to_list()
-    res = frame["response"].to_list()
-    score = np.zeros(n)
-    count = np.zeros(n, dtype=np.int64)
-    partner = np.full(n, -1, dtype=np.int64)
-    pairs = []
-    reasons_count = {"dissimilar_response": 0, "numbers": 0, "entities": 0}
-    for (i, j), isim in sorted(cand.items()):
-        rsim = float(rvec[where[i]] @ rvec[where[j]])
-        reasons = []
-        strength = 0.0
-        if rsim <= response_threshold:
-            reasons.append("dissimilar_response")
-            strength = max(strength, 1 - rsim)
-        cmp = None
-        if use_tokens and rsim < 0.999:
-            cmp = compare(f"{ins[i]}\n{inp[i]}", f"{ins[j]}\n{inp[j]}", res[i], res[j], max_chars=max_chars,
-                          max_facts=max_facts)
-            for name in ("numbers", "entities"):
-                if cmp[name]["conflict"]:
-                    reasons.append(name)
-            if "numbers" in reasons or "entities" in reasons:
-                # the same answer with other facts conflicts most: weight by response similarity
-                strength = max(strength, cmp["token_distance"] * max(rsim, 0.0))
-        if not reasons:
-            continue
-        for r in reasons:
-            reasons_count[r] += 1
-        s = float(np.clip(isim * strength, 0.0, 1.0))
-        for a, b in ((i, j), (j, i)):
-            count[a] += 1
-            if s > score[a]:
-                score[a], partner[a] = s, idx[b]
-        ev = {"instruction_sim": round(isim, 4), "response_sim": round(rsim, 4), "reasons": reasons, "field": field}
-        if cmp is not None:
-            ev["numbers"] = {"only_a": cmp["numbers"]["only_a"], "only_b": cmp["numbers"]["only_b"]}
-            ev["entities"] = {"only_a": cmp["entities"]["only_a"], "only_b": cmp["entities"]["only_b"]}
-        pairs.append((int(idx[i]), int(idx[j]), s, json.dumps(ev, ensure_ascii=False)))
-    flag = count > 0
-    details = [{"n_conflicts": int(count[r]), "strongest_with": int(partner[r])} if flag[r] else None for r in range(n)]
-    summary = {
-        "n_rows": n,
-        "n_candidate_pairs": len(cand),
-        "n_followup_pairs_skipped": n_followup_skipped,
-        "n_conflict_pairs": len(pairs),
-        "n_rows_flagged": int(flag.sum()),
-        "pct_flagged": round(100 * flag.sum() / n, 3) if n else 0.0,
-        "reasons": reasons_count,
-        "n_responses_embedded": len(rows_needed),
-    }
-    params = {"field": field, "threshold": threshold, "response_threshold": response_threshold, "k": k,
-              "use_tokens": use_tokens, "include_followups": include_followups, "max_chars": max_chars,
-              "max_facts": max_facts, "model": ctx.embedder.cache_key}
-    return CheckResult("conflicting_neighbors", ctx.dataset, idx, flag, score, summary=summary, params=params,
-                       details=details,
-                       pairs=pl.DataFrame(pairs, schema={"idx_a": pl.Int64, "idx_b": pl.Int64, "score": pl.Float64,
-                                                         "evidence": pl.Utf8}, orient="row"))
+            claims, reason = judge_pair(ins[i], inp[i], res[i], ins[j], inp[j], res[j], p.max_chars)
+            why[reason] = why.get(reason, 0) + 1
+            if not claims:
+                continue
+            types = sorted({c["type"] for c in claims})
+            for t in types:
+                claim_types[t] = claim_types.get(t, 0) + 1
+            s = float(np.clip(isim * max(CLAIM_CONFIDENCE[t] for t in types), 0.0, 1.0))
+            for a, b in ((i, j), (j, i)):
+                count[a] += 1
+                if s > score[a]:
+                    score[a], partner[a] = s, idx[b]
+            ev = {"instruction_sim": round(isim, 4), "reasons": types, "claims": claims[:6], "field": p.field,
+                  "numbers": [c["values"] for c in claims if c["type"] == "number"][:3],
+                  "entities": [c["values"] for c in claims if c["type"] == "entity"][:3]}
+            pairs.append((int(idx[i]), int(idx[j]), s, json.dumps(ev, ensure_ascii=False)))
+        flag = count > 0
+        details = [{"n_conflicts": int(count[r]), "strongest_with": int(partner[r])} if flag[r] else None
+                   for r in range(n)]
+        summary = {
+            "n_rows": n,
+            "n_candidate_pairs": len(cand),
+            "n_followup_pairs_skipped": n_followup_skipped,
+            "n_conflict_pairs": len(pairs),
+            "n_rows_flagged": int(flag.sum()),
+            "pct_flagged": round(100 * flag.sum() / n, 3) if n else 0.0,
+            "reasons": claim_types,
+            "candidates_by_outcome": why,
+        }
+        embedder = getattr(ctx, "embedder", None)
+        params = {**p.as_dict(), "model": getattr(embedder, "cache_key", None)}
+        return CheckResult(self.name, ctx.dataset, idx, flag, score, summary=summary, params=params, details=details,
+                           pairs=pl.DataFrame(pairs, schema={"idx_a": pl.Int64, "idx_b": pl.Int64,
+                                                             "score": pl.Float64, "evidence": pl.Utf8},
+                                              orient="row"))
+
+    def render_text(self, result: CheckResult) -> list[str]:
+        s = result.summary
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.get("reasons", {}).items()))
+        return [f"{s.get('n_conflict_pairs', 0)} conflict pairs" + (f" ({kinds})" if kinds else "")]
+
+    def render_html(self, result: CheckResult) -> str:
+        import html
+
+        if result.pairs is None or not result.pairs.height:
+            return "<p>No contradicting pairs.</p>"
+        rows = []
+        for a, b, s, ev in result.pairs.sort("score", descending=True).head(50).iter_rows():
+            claims = json.loads(ev)["claims"]
+            text = "; ".join(f"{c['type']}: {c['a']} / {c['b']}" for c in claims[:3])
+            rows.append(f"<tr><td>{a}</td><td>{b}</td><td>{s:.3f}</td><td>{html.escape(text)}</td></tr>")
+        return ("<table><thead><tr><th>row a</th><th>row b</th><th>strength</th><th>disagreeing claims</th>"
+                "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def conflicting_neighbors(ctx: Any, **params: Any) -> CheckResult:
+    """Runner entry point (`register_check`): the `ConflictingNeighbors` step."""
+    return ConflictingNeighbors(params).compute(ctx)
+
+
+__all__ = ["NUMBER", "ConflictingNeighbors", "conflicting_neighbors", "is_open_ended", "judge_pair", "same_task"]
