@@ -48,8 +48,8 @@ def _worker(kind: str, base_spec: str, kl: bool, seqs: list, q: mp.Queue) -> Non
     import torch
 
     from itaudit.models import load_model, pad_id
+    from itaudit.models.scoring import _batch
     from itaudit.shift import Scorer, score
-    from itaudit.shift.compute import _batch
 
     lm = load_model(base_spec, show_progress=False)
     torch.set_grad_enabled(False)

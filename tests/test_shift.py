@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from itaudit.errors import ItauditError
 from itaudit.models import PromptItem, load_model
 from itaudit.shift import Scorer, analyze, chunk_size, layout, score, set_reference
 from tests.tinymodels import perturbed_copy, tiny_causal_lm, tiny_lora_adapter
@@ -180,7 +181,7 @@ def test_reports_and_verbatim(store, models, tmp_path: Path) -> None:
     exp_in = sum(1 for w in words["w"] if w in known)
     assert v["words"].sum() == exp_n and v["in_dataset"].sum() == exp_in
     set_reference(store, res.run_id, "it")
-    with pytest.raises(KeyError):
+    with pytest.raises(ItauditError, match="no dataset named 'nope'"):
         set_reference(store, res.run_id, "nope")
 
 

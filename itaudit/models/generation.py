@@ -12,6 +12,7 @@ import torch
 
 from ..progress import progress_bar
 from ..store import Store
+from .batching import pad_batch
 from .loading import LoadedModel
 from .prompts import PromptItem
 
@@ -66,13 +67,8 @@ def generate_ids(
                       enabled=show_progress) as bar:
         for s in range(0, len(order), batch_size):
             idxs = order[s : s + batch_size]
-            width = max(len(contexts[i]) for i in idxs)
-            ids = torch.full((len(idxs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idxs), width), dtype=torch.long)
-            for r, i in enumerate(idxs):
-                c = list(contexts[i])
-                ids[r, width - len(c):] = torch.tensor(c, dtype=torch.long)
-                mask[r, width - len(c):] = 1
+            ids, mask = pad_batch([contexts[i] for i in idxs], pad, left=True)
+            width = ids.shape[1]
             gen = lm.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
             new = gen[:, width:].tolist()
             for r, i in enumerate(idxs):

@@ -5,7 +5,7 @@
     store.query("SELECT * FROM shift_tokens WHERE run_id = ?", [res.run_id])
 """
 
-from .compute import Scorer, TokenStats, chunk_size, score, score_batch
+from ..models.scoring import Scorer, TokenStats, chunk_size, score, score_batch
 from .run import ShiftResult, analyze, category, run_summary, same_vocabulary, set_reference
 from .words import TokenLayout, layout, token_spans
 

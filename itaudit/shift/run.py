@@ -18,9 +18,9 @@ import polars as pl
 
 from ..errors import ItauditError
 from ..models import LoadedModel, PromptItem, generate_ids, pad_id
+from ..models.scoring import DEFAULT_BUDGET_MB, Scorer, TokenStats, score
 from ..progress import progress_bar
 from ..store import Store
-from .compute import DEFAULT_BUDGET_MB, Scorer, TokenStats, score
 from .words import layout
 
 
@@ -187,6 +187,7 @@ def run_summary(store: Store, run_id: str) -> dict[str, Any]:
 
 def set_reference(store: Store, run_id: str, dataset: str) -> None:
     """Name the IT dataset the `shift_verbatim` report compares a run's words with."""
-    store.require_dataset(dataset)
+    if store.dataset_info(dataset) is None:
+        raise ItauditError(f"no dataset named {dataset!r}; see `itaudit data list`")
     with store.transaction() as conn:
         conn.execute("UPDATE shift_runs SET reference_dataset = ? WHERE run_id = ?", [dataset, run_id])

@@ -1,13 +1,20 @@
-"""Per-token statistics of a response under a base (and a tuned) model, memory-bounded.
+"""The one LM scorer: per-token rank, probability, NLL and KL of a response, memory-bounded.
 
+Used by the shift analysis (base vs tuned), novelty (base-model NLL) and trace (base ranks).
 The transformer body runs once per batch of sequences; the LM head is then applied to the
 response positions only, a chunk of positions at a time, so no `(sequence, vocabulary)` float32
 block larger than one chunk ever exists (Gemma-3's 262k vocabulary makes full logits ~1 MB per
-position). Rank of a token = 1 + number of vocabulary entries with a strictly larger logit.
+position). Rank of a token = 1 + number of vocabulary entries with a strictly larger logit;
+NLL = -ln p(token) in nats; KL = KL(base || tuned) over the full vocabulary.
+
+    sc = Scorer(lm.model)
+    [st] = score(sc, [(context_ids, response_ids)], pad_id=pad_id(lm))
+    st.rank, st.base_prob, st.nll
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -16,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batching import pad_batch
+
 DEFAULT_BUDGET_MB = 1024
 # (chunk, vocab) float32 blocks alive at once: logits (+ tuned logits, p_base, exp temp).
 _TEMPS_BASE, _TEMPS_KL = 2, 4
@@ -23,8 +32,9 @@ _TEMPS_BASE, _TEMPS_KL = 2, 4
 
 @dataclass
 class TokenStats:
-    rank: np.ndarray                 # int32, 1-based rank under the base model
+    rank: np.ndarray | None          # int32, 1-based rank under the base model (None: not asked)
     base_prob: np.ndarray            # float64
+    nll: np.ndarray                  # float64, -ln p_base(token), nats
     tuned_prob: np.ndarray | None    # float64
     kl: np.ndarray | None            # float64, KL(base || tuned) over the full vocabulary
 
@@ -40,6 +50,7 @@ class Scorer:
         self.head = inner.get_output_embeddings()
         self.softcap = getattr(inner.config, "final_logit_softcapping", None)
         self.vocab = int(self.head.weight.shape[0])
+        self.device = self.head.weight.device
         self._checked = False
 
     def _ctx(self):
@@ -47,7 +58,7 @@ class Scorer:
 
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with self._ctx():
-            out = self.body(input_ids=ids, attention_mask=mask, use_cache=False)
+            out = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
         return out[0] if isinstance(out, tuple) else out.last_hidden_state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -62,7 +73,7 @@ class Scorer:
         """Once per model: body + head must reproduce the model's own forward logits."""
         if self._checked:
             return
-        t = torch.tensor([list(ids)[:16]], dtype=torch.long)
+        t = torch.tensor([list(ids)[:16]], dtype=torch.long, device=self.device)
         m = torch.ones_like(t)
         with self._ctx():
             ref = self.model(input_ids=t, attention_mask=m).logits.float()
@@ -88,21 +99,23 @@ def _ranks(lb: torch.Tensor, tl: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-def _chunk_stats(lb: torch.Tensor, tgt: torch.Tensor, lt: torch.Tensor | None):
+def _chunk_stats(lb: torch.Tensor, tgt: torch.Tensor, lt: torch.Tensor | None, with_rank: bool = True):
     """Stats for one chunk, in place (destroys `lb`, `lt`): base logits (C, V), targets (C,),
-    tuned logits (C, V) or None. Returns rank, base prob, tuned prob, KL(base || tuned)."""
+    tuned logits (C, V) or None. Returns rank (or None), base prob, NLL, tuned prob, KL(base || tuned)."""
     idx = tgt[:, None]
     tl = lb.gather(1, idx)
     m = lb.amax(1, keepdim=True)
-    rank = _ranks(lb, tl, m)
+    rank = _ranks(lb, tl, m) if with_rank else None
     lb.sub_(m)                                   # lb - max
     if lt is None:
         s = lb.exp_().sum(1, keepdim=True)       # sum exp(lb - max)
         pb = (torch.exp(tl - m) / s).squeeze(1)
-        return rank, pb, None, None
+        nll = (s.log() - (tl - m)).squeeze(1)     # logsumexp - logit, as cross_entropy computes it
+        return rank, pb, nll, None, None
     pb_full = torch.exp(lb)
     s = pb_full.sum(1, keepdim=True)
     pb_full.div_(s)                              # p_base
+    nll = (s.log() - (tl - m)).squeeze(1)
     lb.sub_(s.log_())                            # log p_base
     pb = pb_full.gather(1, idx).squeeze(1)
     lt.sub_(lt.amax(1, keepdim=True))
@@ -110,18 +123,12 @@ def _chunk_stats(lb: torch.Tensor, tgt: torch.Tensor, lt: torch.Tensor | None):
     pt = lt.gather(1, idx).squeeze(1).exp()
     lb.sub_(lt).mul_(pb_full)                    # p_b * (log p_b - log p_t)
     kl = lb.sum(1).clamp_(min=0.0)
-    return rank, pb, pt, kl
+    return rank, pb, nll, pt, kl
 
 
 def _batch(seqs: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(c) + len(r) for c, r in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (c, r) in enumerate(seqs):
-        s = c + r
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    """Right-padded (ids, mask) of context + response."""
+    return pad_batch([list(c) + list(r) for c, r in seqs], pad)
 
 
 def _gather_positions(h: torch.Tensor, seqs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
@@ -139,11 +146,13 @@ def score_batch(
     *,
     pad_id: int = 0,
     budget_mb: float = DEFAULT_BUDGET_MB,
+    ranks: bool = True,
 ) -> list[TokenStats]:
     """Token stats for a batch of (context ids, response ids) pairs (right padding).
 
     With `tuned`, `tuned_seqs` must hold the same response ids (same vocabulary) after the tuned
     model's context; KL and the tuned probability are then computed at every response position.
+    `ranks=False` skips the ranks (novelty needs only the NLL).
     """
     if tuned is not None:
         if tuned_seqs is None or [r for _, r in tuned_seqs] != [r for _, r in base_seqs]:
@@ -152,10 +161,11 @@ def score_batch(
             raise ValueError(f"vocabulary sizes differ ({base.vocab} vs {tuned.vocab}): KL needs one vocabulary")
     hb = _gather_positions(base.hidden(*_batch(base_seqs, pad_id)), base_seqs)
     ht = _gather_positions(tuned.hidden(*_batch(tuned_seqs, pad_id)), tuned_seqs) if tuned is not None else None
-    tgt = torch.tensor([t for _, r in base_seqs for t in r], dtype=torch.long)
+    tgt = torch.tensor([t for _, r in base_seqs for t in r], dtype=torch.long, device=hb.device)
     n = tgt.shape[0]
-    rank = np.empty(n, dtype=np.int32)
+    rank = np.empty(n, dtype=np.int32) if ranks else None
     pb = np.empty(n, dtype=np.float64)
+    nll = np.empty(n, dtype=np.float64)
     pt = np.empty(n, dtype=np.float64) if tuned is not None else None
     kl = np.empty(n, dtype=np.float64) if tuned is not None else None
     step = chunk_size(base.vocab, budget_mb, with_tuned=tuned is not None)
@@ -163,18 +173,20 @@ def score_batch(
         e = min(n, s + step)
         lb = base.logits(hb[s:e])
         lt = tuned.logits(ht[s:e]) if tuned is not None else None
-        r_, pb_, pt_, kl_ = _chunk_stats(lb, tgt[s:e], lt)
+        r_, pb_, nll_, pt_, kl_ = _chunk_stats(lb, tgt[s:e], lt, ranks)
         del lb, lt
-        rank[s:e] = r_.numpy()
-        pb[s:e] = pb_.double().numpy()
+        if rank is not None:
+            rank[s:e] = r_.cpu().numpy()
+        pb[s:e] = pb_.double().cpu().numpy()
+        nll[s:e] = nll_.double().cpu().numpy()
         if tuned is not None:
-            pt[s:e] = pt_.double().numpy()
-            kl[s:e] = kl_.double().numpy()
+            pt[s:e] = pt_.double().cpu().numpy()
+            kl[s:e] = kl_.double().cpu().numpy()
     out: list[TokenStats] = []
     o = 0
     for _, r in base_seqs:
         k = len(r)
-        out.append(TokenStats(rank[o : o + k], pb[o : o + k],
+        out.append(TokenStats(rank[o : o + k] if rank is not None else None, pb[o : o + k], nll[o : o + k],
                               pt[o : o + k] if pt is not None else None, kl[o : o + k] if kl is not None else None))
         o += k
     return out
@@ -190,6 +202,7 @@ def score(
     pad_id: int = 0,
     budget_mb: float = DEFAULT_BUDGET_MB,
     on_batch: Any = None,
+    ranks: bool = True,
 ) -> list[TokenStats]:
     """`score_batch` over many sequences, batched by similar length; results in input order."""
     if base_seqs:
@@ -202,9 +215,20 @@ def score(
         idx = order[s : s + batch_size]
         got = score_batch(base, [base_seqs[i] for i in idx], tuned,
                           [tuned_seqs[i] for i in idx] if tuned is not None else None,
-                          pad_id=pad_id, budget_mb=budget_mb)
+                          pad_id=pad_id, budget_mb=budget_mb, ranks=ranks)
         for i, g in zip(idx, got, strict=True):
             out[i] = g
         if on_batch is not None:
             on_batch(len(idx))
     return out  # type: ignore[return-value]
+
+
+_SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def scorer_for(model: Any) -> Scorer:
+    """A `Scorer` of `model`, built (and checked against forward()) once per model object."""
+    sc = _SCORERS.get(model)
+    if sc is None:
+        sc = _SCORERS[model] = Scorer(model)
+    return sc
