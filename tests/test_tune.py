@@ -80,12 +80,16 @@ def test_examples_mask_prompt_and_padding(tiny: Path, toy) -> None:
     assert all(len(e.input_ids) <= 12 for e in cut)
     none, skipped = build_examples(lm, frame, max_len=3)      # prompts longer than max_len are skipped
     assert none == [] and skipped == len(ROWS)
-    batch = collate(examples[:3], pad_id(lm))
-    n0 = len(examples[0].input_ids)
-    w = batch["input_ids"].shape[1]
-    assert w == max(len(e.input_ids) for e in examples[:3])
-    assert batch["attention_mask"][0].sum() == n0
-    assert (batch["labels"][0, n0:] == IGNORE).all() if n0 < w else True
+    short, long = min(examples, key=lambda e: len(e.input_ids)), max(examples, key=lambda e: len(e.input_ids))
+    n0, w = len(short.input_ids), len(long.input_ids)
+    assert n0 < w                                             # the batch below needs padding
+    batch = collate([short, long], pad_id(lm))
+    assert batch["input_ids"].shape == (2, w)
+    assert batch["input_ids"][0, :n0].tolist() == short.input_ids and batch["labels"][0, :n0].tolist() == short.labels
+    assert batch["attention_mask"][0].tolist() == [1] * n0 + [0] * (w - n0)
+    assert batch["input_ids"][0, n0:].tolist() == [pad_id(lm)] * (w - n0)
+    assert batch["labels"][0, n0:].tolist() == [IGNORE] * (w - n0)
+    assert batch["labels"][1].tolist() == long.labels and batch["attention_mask"][1].sum() == w
 
 
 def test_loss_is_response_tokens_only_and_matches_hf(tiny: Path, toy) -> None:

@@ -17,6 +17,7 @@ import polars as pl
 import torch
 
 from ..errors import ItauditError
+from ..models.batching import pad_batch
 from ..store import Store
 from ..usersql import NO_FILES_HINT, is_file_access_error, sandboxed_query
 
@@ -106,13 +107,6 @@ def build_examples(lm: Any, frame: pl.DataFrame, max_len: int) -> tuple[list[Exa
 
 def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded input_ids, attention_mask and labels (IGNORE on padding)."""
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    for k, e in enumerate(batch):
-        n = len(e.input_ids)
-        ids[k, :n] = torch.tensor(e.input_ids)
-        mask[k, :n] = 1
-        labels[k, :n] = torch.tensor(e.labels)
+    ids, mask = pad_batch([e.input_ids for e in batch], pad_id)
+    labels, _ = pad_batch([e.labels for e in batch], IGNORE)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}

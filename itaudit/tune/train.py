@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ItauditError
+from ..paths import atomic_path, atomic_write_text, temp_sibling
 from ..progress import progress_bar
 from ..store import Store
 from .data import IGNORE, Example, build_examples, collate, rows_sha, select_instances
@@ -172,20 +173,17 @@ def save_checkpoint(out: Path, step: int, named: list[tuple[str, torch.nn.Parame
 
     ck = Path(out) / CKPT_DIR
     final = ck / f"step-{step:06d}"
-    tmp = ck / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(tmp / "trainable.safetensors"))
-    opt_t: dict[str, torch.Tensor] = {}
-    for i, (_, p) in enumerate(named):
-        for k, v in opt.state.get(p, {}).items():
-            t = v if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-            opt_t[f"{i}.{k}"] = t.detach().cpu().contiguous()
-    opt_t["_rng_cpu"] = torch.get_rng_state()
-    save_file(opt_t, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(tmp / "trainable.safetensors"))
+        opt_t: dict[str, torch.Tensor] = {}
+        for i, (_, p) in enumerate(named):
+            for k, v in opt.state.get(p, {}).items():
+                t = v if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                opt_t[f"{i}.{k}"] = t.detach().cpu().contiguous()
+        opt_t["_rng_cpu"] = torch.get_rng_state()
+        save_file(opt_t, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1))
     for old in ck.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
@@ -219,17 +217,16 @@ def load_checkpoint(path: Path, named: list[tuple[str, torch.nn.Parameter]], opt
 def _finalize(out: Path, model: Any, tokenizer: Any, meta: dict[str, Any]) -> None:
     """Save the model (HF dir) or adapter (PEFT dir) + tokenizer into `out`, atomically per file;
     the marker JSON is written last."""
-    tmp = out / f".tmp-final-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_sibling(out / "final")
     tmp.mkdir()
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
-    m = out / f".{MARKER}.tmp"
-    m.write_text(json.dumps(meta, indent=1))
-    os.replace(m, out / MARKER)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(out / MARKER, json.dumps(meta, indent=1))
 
 
 # -- the run ---------------------------------------------------------------------------------
