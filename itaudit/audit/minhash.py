@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -32,6 +33,7 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 from datasketch.minhash import _fmix
 
+from ..steps.base import Params, Step
 from .near_duplicates import instance_shingles, jaccard
 
 MAX_BATCH = 1 << 16  # shingles per vectorized step (memory: MAX_BATCH x num_perm x 4 bytes)
@@ -189,3 +191,24 @@ def minhash_pairs(frame: pl.DataFrame, *, threshold: float = 0.8, num_perm: int 
 def estimate(sig: np.ndarray, i: int, j: int) -> float:
     """MinHash Jaccard estimate of rows i and j (datasketch's `MinHash.jaccard`)."""
     return float(np.count_nonzero(sig[i] == sig[j])) / float(sig.shape[1])
+
+
+@dataclass(frozen=True)
+class SignatureParams(Params):
+    shingle: int = 5
+    max_words: int = 2000
+    num_perm: int = 128
+
+
+class MinHashSignatures(Step):
+    """Stage 1 as a row-parallel step: executors map it over chunks (locally or on Ray)."""
+
+    name = "minhash_signatures"
+    description = "MinHash signatures and shingle-set digests of every instance (near-duplicate stage 1)"
+    Params = SignatureParams
+    default = False
+    chunk_columns = "idx, instruction, input, response"
+
+    def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> pl.DataFrame:
+        p = self.params
+        return chunk_signatures(rows, shingle=p.shingle, max_words=p.max_words, num_perm=p.num_perm)

@@ -1,0 +1,139 @@
+"""RayExecutor on a real local Ray cluster (2 CPUs): identical results to local, actor pools, a killed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from itaudit.audit import minhash as mh  # noqa: E402
+from itaudit.audit import near_duplicates as nd  # noqa: E402
+from itaudit.steps.base import Resources, Step  # noqa: E402
+from itaudit.steps.executor_ray import RayExecutor  # noqa: E402
+from tests.conftest import SHARED_DATA  # noqa: E402
+
+CHUNK = 300
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    import ray
+
+    ex = RayExecutor(num_cpus=2)
+    ex.start()
+    yield ex
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def frame() -> pl.DataFrame:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    rows = json.loads((SHARED_DATA / "alpaca" / "alpaca_5000.json").read_text())[:1500]
+    rows += [dict(rows[i], output=rows[i]["output"] + " Indeed.") for i in range(0, 1500, 25)]
+    return pl.DataFrame({"idx": np.arange(len(rows)), "instruction": [r["instruction"] for r in rows],
+                         "input": [r["input"] for r in rows], "response": [r["output"] for r in rows]})
+
+
+def chunks(frame: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
+    return [(c, frame.slice(c * CHUNK, CHUNK)) for c in range(-(-frame.height // CHUNK))]
+
+
+def test_minhash_signatures_identical_to_local(ray_executor, frame) -> None:
+    step = mh.MinHashSignatures()
+    parts = chunks(frame)
+    local = {c: step.compute_chunk(rows, rank=c, world_size=len(parts)) for c, rows in parts}
+    got = dict(ray_executor.map(step, iter(parts), len(parts)))
+    assert sorted(got) == sorted(local)
+    for c in local:
+        assert got[c].equals(local[c])
+    sig_frame = pl.concat([got[c] for c in sorted(got)])
+    pairs, _ = mh.minhash_pairs(frame, sig_frame=sig_frame)
+    want, _ = nd.minhash_pairs(nd.instance_shingles(frame))
+    assert pairs == want and len(want) >= 55  # most of the 60 planted near copies
+
+
+class ModelStep(Step):
+    """Holds a 'model' (a lookup table built once per worker); reports the worker pid and loads."""
+
+    name = "test_model_step"
+    resources = Resources(cpus=1, model="word-lengths")
+    loads = 0
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self._model = None
+
+    def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> pl.DataFrame:
+        if self._model is None:
+            type(self).loads += 1
+            self._model = {"len": len}
+        n = rows["instruction"].map_elements(self._model["len"], return_dtype=pl.Int64)
+        return pl.DataFrame({"idx": rows["idx"], "n": n, "pid": [os.getpid()] * rows.height,
+                             "loads": [type(self).loads] * rows.height})
+
+
+def test_model_steps_run_on_a_pool_of_long_lived_actors(ray_executor, frame) -> None:
+    parts = chunks(frame)
+    got = dict(ray_executor.map(ModelStep(), iter(parts), len(parts)))
+    out = pl.concat([got[c] for c in sorted(got)])
+    assert out["idx"].to_list() == frame["idx"].to_list()
+    assert out["n"].to_list() == [len(s) for s in frame["instruction"].to_list()]
+    pids = set(out["pid"].to_list())
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # two CPUs: at most two actors
+    assert out["loads"].max() == 1  # each actor loaded its model once for all its chunks
+
+
+class SlowOnce(Step):
+    """Chunk 2 writes its worker pid and waits until the test has killed that worker once."""
+
+    name = "test_slow_once"
+
+    def __init__(self, params=None, marker: str = ""):
+        super().__init__(params)
+        self.marker = marker
+
+    def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> pl.DataFrame:
+        m = Path(self.marker)
+        if rank == 2 and not (m.parent / "killed").exists():
+            m.write_text(str(os.getpid()))
+            time.sleep(60)
+        return pl.DataFrame({"idx": rows["idx"], "rank": [rank] * rows.height})
+
+
+def test_killed_worker_is_retried_no_lost_or_duplicate_chunks(ray_executor, frame, tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not marker.exists():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        pid = int(marker.read_text())
+        (tmp_path / "killed").write_text("1")
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    parts = chunks(frame)
+    t0 = time.perf_counter()
+    results = list(ray_executor.map(SlowOnce(marker=str(marker)), iter(parts), len(parts)))
+    t.join(5)
+    assert killed, "the worker running chunk 2 was never started"
+    assert time.perf_counter() - t0 < 50  # retried at once, not after the 60 s sleep
+    ids = [c for c, _ in results]
+    assert sorted(ids) == list(range(len(parts)))  # every chunk exactly once
+    out = pl.concat([df for _, df in sorted(results, key=lambda x: x[0])])
+    assert out["idx"].to_list() == frame["idx"].to_list()
