@@ -213,8 +213,9 @@ def test_cli_trace_responses_with_base_model(tmp_path: Path, tiny: Path, capsys)
         assert run["mode"] == "shift" and run["base_model"] == str(tiny.resolve())
         sp = s.query("SELECT * FROM trace_spans")
         assert sp.height and sp["shift_share"].is_not_null().all() and sp["categories"].is_not_null().all()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["trace", "-d", "toy", "--prompts", str(resp), "--db", db])  # --prompts needs --tuned
+    assert e.value.code == 2
 
 
 def test_cli_trace_tuned_adapter_defaults_base_to_model_without_adapter(tmp_path: Path, tiny: Path, capsys) -> None:
@@ -235,7 +236,9 @@ def test_cli_trace_tuned_adapter_defaults_base_to_model_without_adapter(tmp_path
         assert run["mode"] == "shift" and run["adapter"] == str(lora)
         assert "+" in run["tuned_model"] and run["base_model"] == str(tiny.resolve())
         r = s.query("SELECT * FROM trace_responses").row(0, named=True)
-        assert r["reference"] == "In Spokane." and r["n_candidates"] >= 0
+        assert r["reference"] == "In Spokane." and len(r["response"]) > 0
+        n_spans = s.query("SELECT count(*) AS n FROM trace_spans")["n"][0]
+        assert r["n_candidates"] == n_spans and r["n_words"] >= n_spans
 
 
 def test_cli_trace_stored_generations(tmp_path: Path, tiny: Path) -> None:

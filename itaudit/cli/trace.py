@@ -105,9 +105,14 @@ def register(app: typer.Typer) -> None:
         tuned: str = typer.Option(None, "--tuned", "-m", help="tuned model (alias, HF dir, .gguf) that answers --prompts"),
         prompts: Path = typer.Option(None, "--prompts", "-p", help="prompt file for --tuned; a response field is the reference answer"),
         generations: str = typer.Option(None, "--generations", help="trace the responses of a stored `itaudit generate` run"),
-        base: str = typer.Option(None, "--base", "-b", help="base model for shift categories [default with --adapter: --tuned without it]"),
+        base: str = typer.Option(None, "--base", "-b", help="base model for shift categories and surprisal [default with --adapter: --tuned without it]"),
         adapter: Path = typer.Option(None, "--adapter", help="LoRA adapter on top of --tuned"),
         shift_run: str = typer.Option(None, "--shift-run", help="reuse the token categories of a stored `itaudit shift` run"),
+        control: str = typer.Option(None, "--control", help="negative control answering the same prompts: 'base', a model, or a responses file; prints the excess borrowing"),
+        calibrate: bool = typer.Option(False, "--calibrate", help="set the likely-source threshold from the control (at most --target-share of its spans likely)"),
+        target_share: float = typer.Option(0.05, "--target-share", help="share of control spans allowed to be likely with --calibrate"),
+        threshold: float = typer.Option(0.5, "--threshold", help="likely source: span evidence (prior x specificity) >= this"),
+        near_copy: bool = typer.Option(True, "--near-copy/--no-near-copy", help="near-copy evidence (rare words within a small edit distance)"),
         limit: int = typer.Option(None, "--limit", "-n", help="only the first N responses"),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
         top_k: int = typer.Option(5, "--top-k", help="sources kept per span"),
@@ -119,93 +124,46 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Trace likely hallucinated spans of responses back to the IT instances they were borrowed from."""
         from ..store import Store
-        from ..trace import TraceConfig, TraceItem, Tracer, shift_rows
-        from ..trace.models import add_categories, generate_items
+        from ..trace.api import TraceRequest, trace_dataset
 
-        sources = [x is not None for x in (responses, tuned, generations, shift_run)]
-        if sum(sources) == 0 or (tuned is None and prompts is not None):
-            raise ItauditError("give --responses FILE, --tuned M --prompts FILE, --generations RUN or --shift-run RUN")
-        if tuned is not None and prompts is None:
-            raise ItauditError("--tuned needs --prompts FILE")
-        if sum(x is not None for x in (responses, tuned, generations)) > 1:
-            raise ItauditError("give only one of --responses, --tuned, --generations")
-        idir = _index_dir(index_dir)
-        mode, base_id, tuned_id, src = "lexical", None, None, None
+        if not 0 <= target_share < 1:
+            raise ItauditError(f"--target-share must be in [0, 1), got {target_share}")
+        req = TraceRequest(dataset, responses, tuned, prompts, generations, base, adapter, shift_run, limit,
+                           max_new_tokens, top_k, neighbours, _index_dir(index_dir), run_id, control, calibrate,
+                           target_share, threshold, near_copy)
         with Store(db_path(db)) as store:
-            store.require_dataset(dataset)
-            items: list[TraceItem]
-            if shift_run and responses is None and tuned is None and generations is None:
-                rows = shift_rows(store, shift_run)
-                items = [TraceItem(pid, ins, resp, None, spans) for pid, (ins, resp, spans) in rows.items()]
-                mode = "shift_rows"
-                base_id = store.query("SELECT base_model FROM shift_runs WHERE run_id = ?", [shift_run])["base_model"].to_list()
-                base_id = base_id[0] if base_id else None
-            elif responses is not None:
-                from ..models import read_prompts
-
-                ps = read_prompts(responses, limit=limit)
-                missing = [p.prompt_id for p in ps if not p.response]
-                if missing:
-                    raise ItauditError(f"{responses}: {len(missing)} prompts have no response to trace (e.g. {missing[0]})")
-                items = [TraceItem(p.prompt_id, p.instruction if not p.input else f"{p.instruction}\n\n{p.input}",
-                                   p.response) for p in ps]
-                src = str(responses)
-            elif generations is not None:
-                g = store.query("SELECT prompt_id, instruction, response, model_id FROM generations WHERE run_id = ? "
-                                "ORDER BY created_at, prompt_id", [generations])
-                if g.height == 0:
-                    raise ItauditError(f"no generations run {generations!r}")
-                items = [TraceItem(p, i, r) for p, i, r, _ in g.iter_rows()]
-                tuned_id = g["model_id"][0]
-                src = f"generations:{generations}"
-            else:
-                from ..models import load_model, read_prompts
-
-                ps = read_prompts(prompts, limit=limit)
-                lm = load_model(tuned, adapter=str(adapter) if adapter else None, show_progress=not quiet)
-                tuned_id = lm.model_id
-                items = generate_items(lm, ps, max_new_tokens=max_new_tokens, show_progress=not quiet)
-                src = str(prompts)
-                if base is None and adapter is not None:
-                    base = tuned
-                del lm
-            if limit is not None:
-                items = items[:limit]
-            if shift_run and mode != "shift_rows":
-                rows = shift_rows(store, shift_run)
-                for it in items:
-                    if it.prompt_id in rows and rows[it.prompt_id][1] == it.response:
-                        it.token_spans = rows[it.prompt_id][2]
-                mode = "shift_rows"
-            elif base is not None:
-                from ..models import load_model
-
-                blm = load_model(base, show_progress=not quiet)
-                base_id = blm.model_id
-                add_categories(items, blm, show_progress=not quiet)
-                mode = "shift"
-                del blm
-            if mode == "lexical" and not quiet:
-                console.print("[yellow]no --base / --shift-run:[/] lexical candidates (every content-word run); "
-                              "give --base M for shift-based candidates")
-            tracer = Tracer(store, dataset, index_dir=idir, neighbours=neighbours,
-                            config=TraceConfig(top_k=top_k), show_progress=not quiet)
-            rid, traces = tracer.run(items, mode=mode, tuned_model=tuned_id, base_model=base_id,
-                                     adapter=str(adapter) if adapter else None, source_file=src, run_id=run_id)
-            s = store.query("SELECT summary FROM trace_runs WHERE run_id = ?", [rid])["summary"][0]
-        import json
-
-        s = json.loads(s)
+            res = trace_dataset(store, req, show_progress=not quiet,
+                                log=None if quiet else lambda m: console.print(f"[yellow]{m}[/]"))
+        s = res.summary
         share = f"{s['traced_share']:.1%}" if s["traced_share"] is not None else "n/a"
-        console.print(f"[green]{rid}[/] ({mode}): {s['responses']} responses, {s['candidate_spans']} candidate spans, "
-                      f"{s['verbatim_spans']} verbatim in {dataset}, {s['traced_spans']} traced to a likely source ({share})")
-        for t in traces[:5]:
+        console.print(f"[green]{res.run_id}[/] ({res.mode}): {s['responses']} responses, {s['candidate_spans']} candidate spans, "
+                      f"{s['verbatim_spans']} verbatim in {dataset}, {s['traced_spans']} traced to a likely source ({share}; "
+                      f"threshold {res.threshold:.3g})")
+        for note in res.notes:
+            console.print(f"  note: {note}")
+        if res.excess is not None:
+            console.print("  " + excess_line(res.excess, res.compare_mode or res.mode, res.threshold))
+        for t in res.traces[:5]:
             for sp in t.spans:
                 if sp.traced:
                     top = sp.sources[0]
+                    kind = "near copy" if top.near_copy else ", ".join(top.evidence.get("phrases", []))
                     out.print(f"  [{t.item.prompt_id}] {sp.candidate.text!r} <- {dataset}#{top.idx} "
-                              f"(score {top.score:.2f}; {', '.join(top.evidence.get('phrases', []))})", highlight=False)
-        console.print("reports: itaudit query --report trace_response | trace_top_sources | trace_traced_share")
+                              f"(evidence {sp.evidence:.2f}; {kind})", highlight=False)
+        console.print("reports: itaudit query --report trace_response | trace_top_sources | trace_traced_share"
+                      + (" | trace_excess" if res.excess is not None else ""))
+
+
+def excess_line(ex, mode: str, threshold: float) -> str:
+    """One line: tuned share - control share = excess [interval]."""
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:+.1%}" if x < 0 else f"{x:.1%}"
+    ci = "n/a" if ex.ci_low is None else f"{ex.ci_low:+.1%} .. {ex.ci_high:+.1%}"
+    exc = "n/a" if ex.excess is None else f"{ex.excess:+.1%}"
+    return (f"excess borrowing: tuned {pct(ex.tuned_share)} ({ex.tuned_traced}/{ex.tuned_spans}) - control "
+            f"{pct(ex.control_share)} ({ex.control_traced}/{ex.control_spans}) = [bold]{exc}[/] "
+            f"({ex.confidence:.0%} CI {ci}; {ex.responses} responses{', paired' if ex.paired else ''}; "
+            f"{mode} candidates; threshold {threshold:.3g})")
 
 
 def _with_text(store, dataset: str, df: pl.DataFrame) -> pl.DataFrame:

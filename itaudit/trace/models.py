@@ -30,3 +30,15 @@ def add_categories(items: list[TraceItem], base: Any, *, max_tokens: int = 1024,
         for it in items:
             it.token_spans = token_categories(base, base.format_prompt(it.instruction), it.response, max_tokens)
             bar.advance()
+
+
+def add_scores(items: list[TraceItem], base: Any, *, max_tokens: int = 1024, show_progress: bool = False) -> None:
+    """Fill `token_spans` (shift categories) and `token_bits` (surprisal) under `base` (in place)."""
+    from .ranks import category, token_scores
+
+    with progress_bar("base scores", total=len(items), unit="responses", enabled=show_progress) as bar:
+        for it in items:
+            sc = token_scores(base, base.format_prompt(it.instruction), it.response, max_tokens)
+            it.token_spans = [(s, e, category(r)) for s, e, r, _ in sc]
+            it.token_bits = [(s, e, b) for s, e, _, b in sc]
+            bar.advance()

@@ -1,17 +1,19 @@
-"""The tracing pipeline: responses -> candidate spans -> ranked source instances -> DuckDB.
+"""The tracing pipeline: responses -> candidate spans -> ranked source instances (pure).
 
     tracer = Tracer(store, "alpaca", neighbours=True)
-    run_id = tracer.run([TraceItem("q1", "Who won ...?", "Hooptown U.S.A. won ...")], mode="lexical")
+    traces = tracer.trace([TraceItem("q1", "Who won ...?", "Hooptown U.S.A. won ...")])
+    # storing is separate: itaudit.trace.storage.save_run (or Tracer.run = trace + save)
 
-Per response: words and word ids; the OLMoTrace-style maximal verbatim matches of the whole
-response against the dataset (exact-span index, once); candidate spans (shift categories when
-given, else lexical); FAISS neighbours of the prompt and of the response; then `attribute` per
-span. Attribution time (model forward passes excluded) is stored per response.
+Per response: words and word ids, their a-priori rarity (wordfreq) and base-model surprisal (when
+token scores are given); the OLMoTrace-style maximal verbatim matches of the whole response
+against the dataset (exact-span index, once); near copies of its rare words absent from the data;
+candidate spans (shift categories when given, else lexical); FAISS neighbours of the prompt and of
+the response; then `attribute` per span. Attribution time (model forward passes excluded) is kept
+per response.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from ..progress import progress_bar
 from ..spans.index import SpanIndex, default_index_dir, ensure_span_index
-from ..spans.tokenize import words_with_offsets
+from ..spans.tokenize import Word, words, words_with_offsets
 from ..store import Store
-from .attribute import SpanTrace, attribute
-from .candidates import find_candidates, word_categories_from_tokens
+from .attribute import DEFAULT_THRESHOLD, ResponseWords, SpanTrace, attribute
+from .candidates import find_candidates, is_content, word_categories_from_tokens
+from .nearcopy import NearCopyIndex
+from .prior import word_rarity
 
 
 @dataclass
@@ -36,6 +39,7 @@ class TraceItem:
     response: str
     reference: str | None = None
     token_spans: list[tuple[int, int, str]] | None = None   # (char start, char end, category) per token
+    token_bits: list[tuple[int, int, float]] | None = None  # (char start, char end, base surprisal in bits)
 
 
 @dataclass
@@ -58,6 +62,8 @@ class TraceConfig:
     neighbours_k: int = 20         # FAISS neighbours of prompt and response
     max_words: int = 8             # longest candidate span
     min_candidate_score: float = 0.0
+    threshold: float = DEFAULT_THRESHOLD   # likely source: span evidence (prior x specificity) >= this
+    near_copy: bool = True         # near-copy evidence (edit distance over rare dataset words)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +114,29 @@ class Tracer:
         if neighbours is True:
             neighbours = Neighbours(store, dataset, index_dir, show_progress=show_progress)
         self.neighbours: Neighbours | None = neighbours or None
+        self._near: NearCopyIndex | None = None
+
+    @property
+    def near_index(self) -> NearCopyIndex:
+        """Character-trigram index over the dataset's rare words (built on first use)."""
+        if self._near is None:
+            self._near = NearCopyIndex(self.index)
+        return self._near
+
+    def response_words(self, item: TraceItem, ws: list[Word]) -> ResponseWords:
+        """Per-word ids, content flags, a-priori rarity, base surprisal and near copies of a response."""
+        ids = self.index.encode([w.text for w in ws])
+        echo = set(words(item.instruction))
+        content = [is_content(w.text) and w.text not in echo for w in ws]
+        bits = word_bits(ws, item.token_bits) if item.token_bits is not None else None
+        rw = ResponseWords(ids, [w.text for w in ws], content, [word_rarity(w.text) for w in ws], bits)
+        if self.config.near_copy:
+            for k, w in enumerate(ws):
+                if content[k] and ids[k] < 0:
+                    hits = self.near_index.query(w.text)
+                    if hits:
+                        rw.near[k] = hits
+        return rw
 
     # -- one response -------------------------------------------------------------------------
     def trace_one(self, item: TraceItem, query_vecs: np.ndarray | None = None) -> ResponseTrace:
@@ -115,7 +144,8 @@ class Tracer:
         cfg = self.config
         t0 = time.perf_counter()
         ws = words_with_offsets(item.response)
-        ids = self.index.encode([w.text for w in ws])
+        rw = self.response_words(item, ws)
+        ids = rw.ids
         cats = word_categories_from_tokens(ws, item.token_spans) if item.token_spans is not None else None
         cands = [c for c in find_candidates(item.response, cats, item.reference, cfg.max_words, words_=ws,
                                             prompt=item.instruction)
@@ -127,21 +157,31 @@ class Tracer:
             for d in self.neighbours.search(query_vecs, cfg.neighbours_k):
                 for i, s in d.items():
                     neigh[i] = max(neigh.get(i, -1.0), s)
+        near_occ: dict[int, list[int]] = {}
+        for hits in rw.near.values():
+            for nc in hits:
+                if nc.word_id not in near_occ:
+                    near_occ[nc.word_id] = self.index.instances_containing([nc.word_id], limit=cfg.max_occurrences)
         traces = []
         for c in cands:
             sim = dict(neigh)
             if self.neighbours is not None and query_vecs is not None:
-                # exact similarity for verbatim candidates outside the neighbour list
+                # exact similarity for lexical candidates outside the neighbour list
                 extra = {o.idx for m in matches if m.start < c.word_end and m.end > c.word_start
-                         and m.count <= cfg.max_occurrences for o in m.occurrences} - set(sim)
+                         and m.count <= cfg.max_occurrences for o in m.occurrences}
+                extra |= {d for k in range(c.word_start, c.word_end) for nc in rw.near.get(k, ())
+                          for d in near_occ[nc.word_id]}
+                extra -= set(sim)
                 if extra:
                     sim.update(self.neighbours.similarities(query_vecs, sorted(extra)))
-            traces.append(attribute(self.index, ids, matches, c, sim, top_k=cfg.top_k,
-                                    max_occurrences=cfg.max_occurrences))
+            traces.append(attribute(self.index, rw, matches, c, sim, top_k=cfg.top_k,
+                                    max_occurrences=cfg.max_occurrences, threshold=cfg.threshold,
+                                    near_occurrences=near_occ))
         top_neigh = sorted(neigh.items(), key=lambda x: (-x[1], x[0]))[: cfg.neighbours_k]
         return ResponseTrace(item, len(ws), traces, top_neigh, time.perf_counter() - t0)
 
     def trace(self, items: list[TraceItem]) -> list[ResponseTrace]:
+        """Trace responses (pure: reads the indexes, writes nothing)."""
         vecs = None
         if self.neighbours is not None and items:
             vecs = self.neighbours.encode([it.instruction for it in items] + [it.response for it in items])
@@ -153,16 +193,40 @@ class Tracer:
                 bar.advance()
         return out
 
-    # -- a stored run -----------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self.config).items() if k != "extra"}
+
+    # -- trace and store ------------------------------------------------------------------------
     def run(self, items: list[TraceItem], *, mode: str, tuned_model: str | None = None, base_model: str | None = None,
             adapter: str | None = None, source_file: str | None = None, params: dict[str, Any] | None = None,
-            run_id: str | None = None) -> tuple[str, list[ResponseTrace]]:
+            run_id: str | None = None, role: str | None = None) -> tuple[str, list[ResponseTrace]]:
+        """Trace and store one run (convenience: `trace` then `storage.save_run`)."""
+        from .storage import RunInfo, save_run
+
         traces = self.trace(items)
-        run_id = run_id or f"trace-{uuid.uuid4().hex[:12]}"
-        save_run(self.store, run_id, self.dataset, traces, mode=mode, tuned_model=tuned_model, base_model=base_model,
-                 adapter=adapter, source_file=source_file,
-                 params={**(params or {}), **{k: v for k, v in vars(self.config).items() if k != "extra"}})
-        return run_id, traces
+        info = RunInfo(run_id or new_run_id(), self.dataset, mode, tuned_model, base_model, adapter, source_file,
+                       {**(params or {}), **self.params()}, role, self.config.threshold)
+        save_run(self.store, info, traces)
+        return info.run_id, traces
+
+
+def new_run_id() -> str:
+    return f"trace-{uuid.uuid4().hex[:12]}"
+
+
+def word_bits(ws: list[Word], token_bits: list[tuple[int, int, float]]) -> list[float]:
+    """Base-model surprisal of each word: the bits of the tokens overlapping its characters."""
+    out: list[float] = []
+    j, n = 0, len(token_bits)
+    for w in ws:
+        while j < n and token_bits[j][1] <= w.start:
+            j += 1
+        k, b = j, 0.0
+        while k < n and token_bits[k][0] < w.end:
+            b += token_bits[k][2]
+            k += 1
+        out.append(b)
+    return out
 
 
 def summarize(traces: list[ResponseTrace]) -> dict[str, Any]:
@@ -174,69 +238,9 @@ def summarize(traces: list[ResponseTrace]) -> dict[str, Any]:
         "candidate_spans": n,
         "verbatim_spans": sum(s.verbatim for s in spans),
         "traced_spans": sum(s.traced for s in spans),
+        "near_copy_spans": sum(s.traced and s.near_copy for s in spans),
         "verbatim_share": (sum(s.verbatim for s in spans) / n) if n else None,
         "traced_share": (sum(s.traced for s in spans) / n) if n else None,
         "seconds_p50": float(np.percentile(secs, 50)) if secs else None,
         "seconds_p99": float(np.percentile(secs, 99)) if secs else None,
     }
-
-
-def save_run(store: Store, run_id: str, dataset: str, traces: list[ResponseTrace], *, mode: str,
-             tuned_model: str | None = None, base_model: str | None = None, adapter: str | None = None,
-             source_file: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Store one run (runs, responses, spans, sources) atomically; returns its summary."""
-    summary = summarize(traces)
-    resp_rows, span_rows, src_rows = [], [], []
-    for r, t in enumerate(traces):
-        it = t.item
-        resp_rows.append({
-            "run_id": run_id, "response_id": r, "prompt_id": it.prompt_id, "instruction": it.instruction,
-            "response": it.response, "reference": it.reference, "n_words": t.n_words,
-            "n_candidates": len(t.spans), "n_traced": t.n_traced,
-            "neighbours": json.dumps([{"idx": i, "similarity": round(s, 4)} for i, s in t.neighbours]),
-            "seconds": t.seconds,
-        })
-        for k, s in enumerate(t.spans):
-            c = s.candidate
-            best = s.sources[0] if s.sources and s.sources[0].verbatim else None
-            span_rows.append({
-                "run_id": run_id, "response_id": r, "span_id": k, "word_start": c.word_start, "word_end": c.word_end,
-                "char_start": c.char_start, "char_end": c.char_end, "text": c.text, "candidate_score": c.score,
-                "shift_share": c.shift_share, "disagreement": c.disagreement,
-                "categories": None if c.categories is None else json.dumps(c.categories),
-                "verbatim": s.verbatim, "longest_match": s.longest_match, "traced": s.traced,
-                "best_idx": None if best is None else best.idx, "best_score": None if best is None else best.score,
-                "matches": json.dumps(s.matches),
-            })
-            for rank, src in enumerate(s.sources, 1):
-                src_rows.append({
-                    "run_id": run_id, "response_id": r, "span_id": k, "rank": rank, "dataset": dataset,
-                    "idx": src.idx, "score": src.score, "coverage": round(src.coverage, 6),
-                    "rarity": round(src.rarity, 6), "specificity": round(src.specificity, 6),
-                    "match_len": src.longest, "similarity": round(src.similarity, 6), "verbatim": src.verbatim,
-                    "likely_source": src.likely, "evidence": json.dumps(src.evidence, ensure_ascii=False),
-                })
-    schemas = {
-        "trace_responses": {"run_id": pl.Utf8, "response_id": pl.Int32, "prompt_id": pl.Utf8, "instruction": pl.Utf8,
-                            "response": pl.Utf8, "reference": pl.Utf8, "n_words": pl.Int32, "n_candidates": pl.Int32,
-                            "n_traced": pl.Int32, "neighbours": pl.Utf8, "seconds": pl.Float64},
-        "trace_spans": {"run_id": pl.Utf8, "response_id": pl.Int32, "span_id": pl.Int32, "word_start": pl.Int32,
-                        "word_end": pl.Int32, "char_start": pl.Int32, "char_end": pl.Int32, "text": pl.Utf8,
-                        "candidate_score": pl.Float64, "shift_share": pl.Float64, "disagreement": pl.Float64,
-                        "categories": pl.Utf8, "verbatim": pl.Boolean, "longest_match": pl.Int32, "traced": pl.Boolean,
-                        "best_idx": pl.Int64, "best_score": pl.Float64, "matches": pl.Utf8},
-        "trace_sources": {"run_id": pl.Utf8, "response_id": pl.Int32, "span_id": pl.Int32, "rank": pl.Int32,
-                          "dataset": pl.Utf8, "idx": pl.Int64, "score": pl.Float64, "coverage": pl.Float64,
-                          "rarity": pl.Float64, "specificity": pl.Float64, "match_len": pl.Int32,
-                          "similarity": pl.Float64, "verbatim": pl.Boolean, "likely_source": pl.Boolean,
-                          "evidence": pl.Utf8},
-    }
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO trace_runs (run_id, dataset, mode, tuned_model, base_model, adapter, source_file, params, summary)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, dataset, mode, tuned_model, base_model, adapter, source_file, json.dumps(params or {}),
-             json.dumps(summary)])
-        for table, rows in (("trace_responses", resp_rows), ("trace_spans", span_rows), ("trace_sources", src_rows)):
-            store.insert_frame(table, pl.DataFrame(rows, schema=schemas[table]))
-    return summary

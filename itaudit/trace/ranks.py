@@ -7,6 +7,7 @@ Shift rows stored by `itaudit shift` (table shift_tokens) are reused when a run 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,11 +19,17 @@ def category(rank: int) -> str:
     return "unshifted" if rank <= 1 else ("marginal" if rank <= 3 else "shifted")
 
 
-@torch.no_grad()
 def token_ranks(lm: Any, prompt_text: str, response: str, max_tokens: int = 1024) -> list[tuple[int, int, int]]:
     """(char_start, char_end, 1-based base rank) for each token of `response` after `prompt_text`.
 
     `lm` is an `itaudit.models.LoadedModel`; `prompt_text` is already formatted (template applied)."""
+    return [(s, e, r) for s, e, r, _ in token_scores(lm, prompt_text, response, max_tokens)]
+
+
+@torch.no_grad()
+def token_scores(lm: Any, prompt_text: str, response: str,
+                 max_tokens: int = 1024) -> list[tuple[int, int, int, float]]:
+    """(char_start, char_end, 1-based rank, surprisal in bits) of each response token under `lm`."""
     tok = lm.tokenizer
     p_ids = lm.encode_prompt(prompt_text)
     enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
@@ -37,7 +44,9 @@ def token_ranks(lm: Any, prompt_text: str, response: str, max_tokens: int = 1024
     pred = logits[len(p_ids) - 1: len(p_ids) - 1 + len(r_ids)]
     actual = pred.gather(1, torch.tensor(r_ids, dtype=torch.long)[:, None])
     ranks = (pred > actual).sum(dim=1) + 1
-    return [(int(s), int(e), int(r)) for (s, e), r in zip(offsets, ranks.tolist(), strict=True)]
+    bits = (torch.logsumexp(pred, dim=1) - actual[:, 0]) / math.log(2)
+    return [(int(s), int(e), int(r), round(float(b), 4))
+            for (s, e), r, b in zip(offsets, ranks.tolist(), bits.tolist(), strict=True)]
 
 
 def token_categories(lm: Any, prompt_text: str, response: str, max_tokens: int = 1024) -> list[tuple[int, int, str]]:
