@@ -47,5 +47,7 @@ def report_names() -> list[str]:
 def report_sql(name: str) -> str:
     path = sql_dir() / "reports" / f"{name}.sql"
     if not path.is_file():
-        raise KeyError(f"no report named {name!r}; available: {', '.join(report_names())}")
+        from .errors import ItauditError
+
+        raise ItauditError(f"no report named {name!r}; available: {', '.join(report_names())}")
     return path.read_text(encoding="utf-8")

@@ -1,12 +1,22 @@
 """The DuckDB store: one file holds datasets, instances, and every finding.
 
-Writes go through `Store.transaction()` so a failed step leaves the file exactly as it was.
-Queries from users go through a read-only connection (`Store.read_only`).
+DuckDB allows one writing process per file, so connections are opened on demand and held briefly:
+
+- `Store.writer()` opens (waiting for a busy file), runs one transaction, and releases the file
+  if it opened it; the step runner commits every result this way, so another command can use
+  the database while a long step computes.
+- `Store.conn` / `Store.transaction()` / `Store.query()` keep the legacy behaviour (a connection
+  opened on first use and kept until `close()` or `release()`).
+- A file held by another process is waited for up to `$ITAUDIT_LOCK_TIMEOUT` seconds (default
+  30), then an `ItauditError` names the process holding it.
+- Queries from users go through a read-only connection (`read_only`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +26,39 @@ import duckdb
 import polars as pl
 
 from . import sqlfiles
+from .errors import ItauditError
 
 DEFAULT_DB = "itaudit.duckdb"
+_LOCK_PID = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for a database another process holds (`$ITAUDIT_LOCK_TIMEOUT`, default 30)."""
+    raw = os.environ.get("ITAUDIT_LOCK_TIMEOUT", "30")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ItauditError(f"ITAUDIT_LOCK_TIMEOUT must be a number of seconds, got {raw!r}") from None
+
+
+def connect(path: str | os.PathLike, *, read_only: bool = False, timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open `path`, waiting up to `timeout` seconds while another process holds its lock."""
+    timeout = lock_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            m = _LOCK_PID.search(str(e))
+            if m is None:
+                raise
+            if time.monotonic() >= deadline:
+                raise ItauditError(
+                    f"database {path} is busy: process {m.group(2)} ({m.group(1)}) holds it; waited "
+                    f"{timeout:g}s (set ITAUDIT_LOCK_TIMEOUT to wait longer)") from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
 
 
 def default_db() -> str:
@@ -31,13 +72,33 @@ class Store:
         self.path = Path(path)
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = duckdb.connect(str(self.path))
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._tx_depth = 0
         if migrate:
             self.migrate()
 
     # -- lifecycle -------------------------------------------------------
+    @property
+    def conn(self) -> duckdb.DuckDBPyConnection:
+        """The legacy long-lived connection, opened on first use (waits for a busy file)."""
+        if self._conn is None:
+            self._conn = connect(self.path)
+        return self._conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def release(self) -> None:
+        """Close the connection so other processes can open the file; the next use reopens it.
+
+        A no-op inside `transaction()` (its work must stay on one connection)."""
+        if self._conn is not None and not self._tx_depth:
+            self._conn.close()
+            self._conn = None
+
     def close(self) -> None:
-        self.conn.close()
+        self.release()
 
     def __enter__(self) -> Store:
         return self
@@ -72,16 +133,41 @@ class Store:
 
     # -- writing -------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """BEGIN ... COMMIT, or ROLLBACK on any exception (including KeyboardInterrupt)."""
-        self.conn.execute("BEGIN TRANSACTION")
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on a connection held only for its duration (unless one was already open)."""
+        opened = self._conn is None
+        try:
+            with self.transaction() as conn:
+                yield conn
+        finally:
+            if opened:
+                self.release()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for a few reads, released afterwards unless one was already open."""
+        opened = self._conn is None
         try:
             yield self.conn
+        finally:
+            if opened:
+                self.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN ... COMMIT, or ROLLBACK on any exception (including KeyboardInterrupt)."""
+        conn = self.conn
+        conn.execute("BEGIN TRANSACTION")
+        self._tx_depth += 1
+        try:
+            yield conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
+        finally:
+            self._tx_depth -= 1
 
     def insert_frame(self, table: str, frame: pl.DataFrame) -> None:
         """Append a polars frame to `table`, matching columns by name."""
@@ -105,7 +191,7 @@ class Store:
         info = self.dataset_info(name)
         if info is None:
             known = self.query("SELECT name FROM datasets ORDER BY name")["name"].to_list()
-            raise KeyError(
+            raise ItauditError(
                 f"no dataset named {name!r} in {self.path}; known: {', '.join(known) or '(none)'}"
             )
         return info
@@ -126,5 +212,5 @@ def read_only(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     """A connection that cannot write: for user-supplied SQL."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"database {p} does not exist; run `itaudit ingest` first")
-    return duckdb.connect(str(p), read_only=True)
+        raise ItauditError(f"database {p} does not exist; run `itaudit ingest` first")
+    return connect(p, read_only=True)

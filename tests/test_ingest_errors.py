@@ -225,8 +225,9 @@ def test_missing_file(populated_db, tmp_path, capsys):
         main(["ingest", str(tmp_path / "nope.jsonl"), "--name", "x", "--db", str(populated_db)])
     assert e.value.code == 2 and "doesnotexist" in squash(capsys.readouterr().err)
     assert snapshot(populated_db) == before
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["ingest", str(tmp_path / "nope.jsonl"), "--name", "x", "--db", str(tmp_path / "new.duckdb")])
+    assert e.value.code == 2
     assert not (tmp_path / "new.duckdb").exists()  # no database is created for nothing
 
 

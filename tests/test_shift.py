@@ -215,5 +215,6 @@ def test_cli_shift(tmp_path: Path, models) -> None:
                     ("c4", "responses", False), ("c5", "responses", False)]
     assert n[:4] == [("c1", 5), ("c2", 2), ("c3", 1), ("c4", 1)]
     assert c4 == ["Hi there."] and c5["prompt"].to_list() == gen["prompt"].to_list()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["shift", "--base", str(models["base"]), "--db", str(db)])
+    assert e.value.code == 2

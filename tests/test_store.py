@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from itaudit import sqlfiles
+from itaudit.errors import ItauditError
 from itaudit.store import Store, read_only
 
 
@@ -78,7 +79,7 @@ def test_read_only_connection(db_path):
             con.execute(f"ATTACH '{db_path}' AS rw (READ_WRITE)")
     finally:
         con.close()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ItauditError, match="does not exist"):
         read_only(db_path.parent / "missing.duckdb")
     assert not (db_path.parent / "missing.duckdb").exists()
 
@@ -88,5 +89,5 @@ def test_require_dataset_names_known_ones(store, fixtures):
 
     ingest(store, fixtures / "gsm8k.jsonl", "gsm", show_progress=False)
     assert store.require_dataset("gsm")["n_rows"] == 2
-    with pytest.raises(KeyError, match="known: gsm"):
+    with pytest.raises(ItauditError, match="known: gsm"):
         store.require_dataset("nope")

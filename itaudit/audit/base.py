@@ -8,7 +8,6 @@ conflicting neighbours, contamination).
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,25 +58,7 @@ class CheckResult:
 
 
 def save_result(store: Store, result: CheckResult) -> str:
-    """Store a check result atomically; returns its run id."""
-    run_id = f"{result.check}-{uuid.uuid4().hex[:12]}"
-    rows = result.frame().with_columns(
-        pl.lit(run_id).alias("run_id"),
-        pl.lit(result.dataset).alias("dataset"),
-        pl.lit(result.check).alias("check_name"),
-    )
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO check_runs (run_id, dataset, check_name, params, summary) VALUES (?, ?, ?, ?, ?)",
-            [run_id, result.dataset, result.check, json.dumps(result.params, default=str),
-             json.dumps(result.summary, default=str)],
-        )
-        store.insert_frame("check_rows", rows)
-        if result.pairs is not None and result.pairs.height:
-            pairs = result.pairs.with_columns(
-                pl.lit(run_id).alias("run_id"),
-                pl.lit(result.dataset).alias("dataset"),
-                pl.lit(result.check).alias("check_name"),
-            )
-            store.insert_frame("check_pairs", pairs)
-    return run_id
+    """Store a check result atomically (via the step runner's writer); returns its run id."""
+    from ..steps.runner import commit
+
+    return commit(store, [result])[0]

@@ -32,19 +32,20 @@ for _mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # ITAUDIT_DEBUG=1 shows tracebacks for user-facing errors too.
+    # User errors are ItauditError (exit 2, no traceback); ITAUDIT_DEBUG=1 shows tracebacks for them too.
     try:
         code = app(args=argv, standalone_mode=False)  # a raised typer.Exit(n) comes back as n
         if isinstance(code, int) and code:
             sys.exit(code)
     except ItauditError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
-        sys.exit(2)
-    except (KeyError, FileNotFoundError, ValueError) as e:
         if os.environ.get("ITAUDIT_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        console.print(f"[bold red]error:[/] {msg}", highlight=False)
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except FileNotFoundError as e:  # a path the user gave; other exceptions are bugs: traceback
+        if os.environ.get("ITAUDIT_DEBUG"):
+            raise
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]; finished work is saved, rerun to resume")

@@ -9,10 +9,20 @@ from rich.table import Table
 
 from ..store import Store
 from .common import DbOption, console, db_path, out
-from .index import IndexDirOption, index_dir_of, parse_params
+from .index import IndexDirOption, index_dir_of
 
-# The summary column "found": the most telling count each check reports.
-_FOUND_KEYS = ("n_clusters", "n_groups", "n_conflict_pairs", "n_pairs")
+
+def parse_sets(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """`check.param=value` strings -> {check: {param: "value"}}; each check's `Params.parse`
+    types the values (lists as `a,b`) and rejects unknown keys."""
+    params: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        check, dot, p = key.strip().partition(".")
+        if not sep or not dot or not check or not p:
+            raise typer.BadParameter(f"--set expects check.param=value, got {item!r}")
+        params.setdefault(check, {})[p] = val.strip()
+    return params
 
 
 def register(app: typer.Typer) -> None:
@@ -36,12 +46,7 @@ def register(app: typer.Typer) -> None:
             return
         if not name:
             raise typer.BadParameter("give a dataset name (or --list)")
-        params: dict[str, dict] = {}
-        for key, val in parse_params(set_).items():
-            check, dot, p = key.partition(".")
-            if not dot:
-                raise typer.BadParameter(f"--set expects check.param=value, got {key!r}")
-            params.setdefault(check, {})[p] = val
+        params = parse_sets(set_)
 
         def done(o) -> None:
             console.print(f"[green]✓[/] {o.check}: {int(o.result.flag.sum()):,} flagged in {o.seconds:.1f}s "
@@ -54,10 +59,14 @@ def register(app: typer.Typer) -> None:
         for c in ("check", "flagged", "% rows", "found", "mean score", "seconds"):
             t.add_column(c, justify="right" if c not in ("check", "found") else "left", no_wrap=c == "check")
         for o in outcomes:
-            r, s = o.result, o.result.summary
+            r = o.result
             n = len(r.idx)
-            found = next((f"{s[k]:,} {k.removeprefix('n_').replace('_', ' ')}" for k in _FOUND_KEYS if k in s), "")
+            lines = o.render_text()
+            found = lines[0] if lines else ""
             t.add_row(o.check, f"{int(r.flag.sum()):,}", f"{100 * r.flag.sum() / max(n, 1):.2f}", found,
                       f"{float(r.score.mean()) if n else 0:.4f}", f"{o.seconds:.1f}")
         out.print(t)
+        for o in outcomes:
+            for note in o.render_text()[1:]:
+                out.print(f"[dim]{o.check}:[/] {note}", highlight=False)
         console.print("[dim]details: itaudit query --report duplicates | near_duplicates | conflicts | checks[/]")

@@ -1,5 +1,5 @@
 """Steps (pure units of work), the runner that owns storage, and executors that map steps over chunks."""
 
-from .base import NoParams, Params, Resources, Step, StepContext
+from .base import Frames, NoParams, Params, Resources, Step, StepContext
 
-__all__ = ["NoParams", "Params", "Resources", "Step", "StepContext"]
+__all__ = ["Frames", "NoParams", "Params", "Resources", "Step", "StepContext"]

@@ -133,6 +133,18 @@ class StepContext(Protocol):
     def read(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame: ...
 
 
+@dataclass
+class Frames:
+    """Rows for a table defined in `sql/`; the runner casts them to the table's column types.
+
+    With `replace_dataset`, the runner first deletes the table's rows of that dataset (in the same
+    transaction), so a rerun replaces rather than appends."""
+
+    table: str
+    frame: pl.DataFrame
+    replace_dataset: str | None = None
+
+
 class Step:
     """Base class of every step. Subclasses set the class attributes and implement `compute`."""
 
@@ -143,12 +155,25 @@ class Step:
     combines: ClassVar[bool] = False
     default: ClassVar[bool] = True
     resources: ClassVar[Resources] = Resources()
+    # Row-parallel steps: the columns of `instances` each chunk gets (None: the runner's default
+    # columns), and the table (keyed by dataset, idx) their chunk frames are committed to; with
+    # a table, an interrupted run resumes from the chunks already committed.
+    chunk_columns: ClassVar[str | None] = None
+    output_table: ClassVar[str | None] = None
 
     def __init__(self, params: Mapping[str, Any] | Params | None = None):
         self.params = params if isinstance(params, Params) else self.Params.parse(params, step=self.name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
+
+    def needs(self) -> tuple[str, ...]:
+        """`requires` for these params (override when it depends on them, e.g. the embedded field)."""
+        return self.requires
+
+    @classmethod
+    def row_parallel(cls) -> bool:
+        return cls.compute_chunk is not Step.compute_chunk
 
     # -- computation (pure) ----------------------------------------------
     def compute(self, ctx: StepContext) -> Any:
@@ -164,9 +189,19 @@ class Step:
 
     # -- display -------------------------------------------------------------
     def render_text(self, result: Any) -> list[str]:
-        """Lines for the terminal summary ("found" column and notes)."""
+        """Lines for the terminal summary: the first is the "found" column of `itaudit audit`
+        (the most telling count, e.g. "12 clusters"); further lines are printed as notes."""
         return []
 
     def render_html(self, result: Any) -> str:
-        """The step's own HTML section body (findings first; params in a collapsed block)."""
-        return ""
+        """The step's own HTML section body (findings first; params in a collapsed block).
+
+        `result` is the stored CheckResult. This default is a plain escaped list of the
+        `render_text` lines, so every step shows something; the report module (helper "report")
+        may refine the default and steps override it for richer sections."""
+        import html
+
+        lines = self.render_text(result)
+        if not lines:
+            return ""
+        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
