@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench bench-tests clean
+.PHONY: setup demo test lint bench bench-tests clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,10 +23,17 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# The report test renders in headless Chromium: install Debian's chromium when missing and root
+# (the test itself skips, with the reason, when it cannot be had).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the browser report test will skip"
+
 demo: setup
 	bash scripts/demo.sh "$(DATA)" "$(DB)"
 
-test: setup
+test: setup chromium
 	$(BIN)/ruff check itaudit tests cli.py bench experiments
 	$(BIN)/python -m pytest -q
 
