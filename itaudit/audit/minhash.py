@@ -54,18 +54,18 @@ def signatures(shingles: list[np.ndarray], num_perm: int = 128) -> np.ndarray:
     n = len(shingles)
     out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     lens = np.fromiter((len(h) for h in shingles), dtype=np.int64, count=n)
+    nz = np.flatnonzero(lens)
     start = 0
-    while start < n:
-        # rows [start, stop) with about MAX_BATCH shingles together (one row at least)
-        csum = np.cumsum(lens[start:])
+    while start < len(nz):
+        # non-empty rows with about MAX_BATCH shingles together (one row at least)
+        csum = np.cumsum(lens[nz[start:]])
         stop = start + max(1, int(np.searchsorted(csum, MAX_BATCH, side="right")))
-        rows = [r for r in range(start, stop) if lens[r]]
-        if rows:
-            hv = _fmix(np.concatenate([shingles[r] for r in rows]).astype(np.uint32), 32)
-            with np.errstate(over="ignore"):
-                phv = hv[:, None] * a[None, :] + b[None, :]
-            offs = np.concatenate([[0], np.cumsum(lens[rows])[:-1]])
-            out[rows] = np.minimum.reduceat(phv, offs, axis=0)
+        rows = nz[start:stop]
+        hv = _fmix(np.concatenate([shingles[r] for r in rows]).astype(np.uint32), 32)
+        with np.errstate(over="ignore"):
+            phv = a[:, None] * hv[None, :] + b[:, None]  # (num_perm, shingles): rows reduce contiguously
+        offs = np.concatenate([[0], np.cumsum(lens[rows])[:-1]])
+        out[rows] = np.minimum.reduceat(phv, offs, axis=1).T
         start = stop
     return out
 
