@@ -114,7 +114,7 @@ def prepare(work: Path, rows: int = 2000, filler: int = 8, seed: int = 0) -> dic
 
 
 def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epochs: int = 8,
-               seed: int = 0) -> Path:
+               seed: int = 0, db: str = "attr.duckdb") -> Path:
     """Fine-tune SmolLM2 on `train_idx` (cached in <work>/tuned_<name>)."""
     from itaudit.store import Store
     from itaudit.tune import TuneConfig, tune
@@ -122,7 +122,11 @@ def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epoc
     out = work / f"tuned_{name}"
     if (out / "itaudit_tune.json").is_file():
         return out
-    with Store(work / "attr.duckdb") as store:
+    with Store(work / db) as store:
+        if store.dataset_info(DATASET) is None:   # same file, same ingest: the same idx
+            from itaudit.ingest import ingest
+
+            ingest(store, work / "alpaca_planted.json", DATASET, "alpaca", show_progress=False)
         cfg = TuneConfig(base="smollm2", dataset=DATASET, out=out, method=method,
                          where=f"i.idx IN ({', '.join(map(str, train_idx))})", epochs=epochs,
                          lr=2e-4 if method == "full" else 2e-3, lora_r=16, lora_alpha=32, batch_size=4,
@@ -136,7 +140,7 @@ def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epoc
 
 def generate_answers(work: Path, name: str, model: str | None, adapter: str | None = None, *,
                      prompts: list[dict[str, Any]] | None = None, chat: bool = False,
-                     max_new_tokens: int = 32) -> list[dict[str, Any]]:
+                     max_new_tokens: int = 32, score: bool = True) -> list[dict[str, Any]]:
     """Greedy answers of a model to the test prompts, with per-token (rank, bits) under each base."""
     f = work / f"answers_{name}.json"
     if f.is_file():
@@ -153,7 +157,8 @@ def generate_answers(work: Path, name: str, model: str | None, adapter: str | No
                            max_new_tokens=max_new_tokens)
     del lm
     out = [dict(p, response=it.response) for p, it in zip(ps, items, strict=True)]
-    score_answers(out, chat=chat)
+    if score:
+        score_answers(out, chat=chat)
     f.write_text(json.dumps(out, indent=1, ensure_ascii=False))
     print(f"[{name}] {len(out)} answers + base scores in {time.perf_counter() - t0:.0f}s", flush=True)
     return out

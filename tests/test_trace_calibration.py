@@ -194,3 +194,33 @@ def test_cli_trace_with_control_file_stores_and_prints_excess(tmp_path: Path, st
         assert rep["run_id"].to_list() == ["t1"] and rep["control_share"][0] == 0
         src_rows = s.query("SELECT prior, strength, evidence FROM trace_sources WHERE run_id = 't1' AND likely_source")
         assert src_rows.height >= 3 and (src_rows["strength"] >= row["threshold"]).all()
+
+
+def test_cli_control_model_equal_to_base_is_compared_lexically(tmp_path: Path, capsys) -> None:
+    """A control model scored by itself would have no candidates: both sides use lexical candidates."""
+    from itaudit.cli import main
+    from itaudit.store import Store
+    from tests.tinymodels import tiny_causal_lm
+
+    tiny = tiny_causal_lm(tmp_path / "tiny", vocab_text=[q + " " + a for q, a in ROWS])
+    src = tmp_path / "toy.json"
+    src.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in ROWS]))
+    db, idir = str(tmp_path / "t.duckdb"), str(tmp_path / "ix")
+    main(["ingest", str(src), "--name", "toy", "--db", db])
+    resp = tmp_path / "r.jsonl"
+    resp.write_text("".join(json.dumps({"id": f"p{k}", "instruction": "Tell me something.", "output": t}) + "\n"
+                            for k, t in enumerate(TUNED)))
+    main(["trace", "-d", "toy", "-r", str(resp), "--base", str(tiny), "--control", "base", "--max-new-tokens", "6",
+          "--no-neighbours", "--db", db, "--index-dir", idir, "-q", "--run-id", "t2"])
+    assert "lexical candidates" in capsys.readouterr().err
+    with Store(db) as s:
+        runs = s.query("SELECT run_id, mode, role, tuned_model FROM trace_runs ORDER BY run_id")
+        roles = {r["role"]: r for r in runs.iter_rows(named=True)}
+        assert roles["tuned"]["mode"] == "shift" and roles["control"]["mode"] == "lexical"
+        assert roles["tuned_compare"]["mode"] == "lexical" and roles["control"]["tuned_model"] == str(tiny.resolve())
+        ex = s.query("SELECT * FROM trace_excess").row(0, named=True)
+        assert ex["candidates"] == "lexical" and ex["tuned_run_id"] == roles["tuned_compare"]["run_id"]
+        assert ex["responses"] == len(TUNED) and ex["paired"] and not ex["calibrated"]
+        ids = [s.query("SELECT prompt_id FROM trace_responses WHERE run_id = ? ORDER BY response_id",
+                       [r])["prompt_id"].to_list() for r in ("t2", ex["control_run_id"])]
+        assert ids[0] == ids[1] and len(set(ids[0])) == len(TUNED)
