@@ -10,6 +10,7 @@ import pytest
 
 from itaudit.audit import save_result
 from itaudit.audit.novelty import _prompt, novelty_check, percentile_rank, response_nll
+from itaudit.errors import ItauditError
 from itaudit.ingest import ingest
 
 KNOWN = "Red, blue and yellow are the primary colours."
@@ -81,7 +82,7 @@ def test_percentile_rank():
     assert percentile_rank(np.array([2.0])).tolist() == [0.5]
 
 
-def test_check_is_resumable_and_samples(lm, store, tmp_path):
+def test_check_is_resumable_and_samples(lm, store, tmp_path, monkeypatch):
     rows = [{"instruction": "Name three primary colours.", "output": KNOWN},
             {"instruction": "Name three primary colours.", "output": NOISE}]
     rows += [{"instruction": f"Item {i}", "output": f"Reply {i} with words {'x' * i}"} for i in range(6)]
@@ -89,29 +90,56 @@ def test_check_is_resumable_and_samples(lm, store, tmp_path):
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ingest(store, p, "n", show_progress=False)
 
-    calls = []
-    forward = lm.model.forward
+    import itaudit.audit.novelty as nov
 
-    def counting(*a, **k):
-        calls.append(k["input_ids"].shape[0])
-        return forward(*a, **k)
-    lm.model.forward = counting
-    try:
-        r = novelty_check(store, "n", model=lm, limit=3, seed=1, batch_size=2, show_progress=False)
-        assert len(r.idx) == 3 and sum(calls) == 3
-        assert store.query("SELECT count(*) AS n FROM novelty_scores WHERE dataset = 'n'")["n"][0] == 3
-        calls.clear()
-        full = novelty_check(store, "n", model=lm, batch_size=2, flag_share=0.25, show_progress=False)
-        assert sum(calls) == 5                       # only the rows not scored before
-        assert full.idx.tolist() == list(range(8)) and full.flag.sum() == 2
-        bpb = {i: d["bpb"] for i, d in zip(full.idx.tolist(), full.details, strict=True)}
-        assert bpb[0] < bpb[1] and full.score[1] > full.score[0]
-        save_result(store, full)
-        calls.clear()
-        novelty_check(store, "n", model=lm, show_progress=False)
-        assert calls == []                           # everything cached
-    finally:
-        lm.model.forward = forward
+    calls: list[int] = []
+    real = nov.response_nll
+
+    def counting(model, tok, prompts, *a, **k):
+        calls.append(len(prompts))
+        return real(model, tok, prompts, *a, **k)
+    monkeypatch.setattr(nov, "response_nll", counting)
+    r = novelty_check(store, "n", model=lm, limit=3, seed=1, batch_size=2, show_progress=False)
+    assert len(r.idx) == 3 and sum(calls) == 3
+    assert store.query("SELECT count(*) AS n FROM novelty_scores WHERE dataset = 'n'")["n"][0] == 3
+    calls.clear()
+    full = novelty_check(store, "n", model=lm, batch_size=2, flag_share=0.25, show_progress=False)
+    assert sum(calls) == 5                       # only the rows not scored before
+    assert full.idx.tolist() == list(range(8)) and full.flag.sum() == 2
+    bpb = {i: d["bpb"] for i, d in zip(full.idx.tolist(), full.details, strict=True)}
+    assert bpb[0] < bpb[1] and full.score[1] > full.score[0]
+    save_result(store, full)
+    calls.clear()
+    novelty_check(store, "n", model=lm, show_progress=False)
+    assert calls == []                           # everything cached
+    with pytest.raises(ItauditError, match="unknown parameter"):
+        novelty_check(store, "n", model=lm, flag_shar=0.2, show_progress=False)
+
+
+def test_step_is_pure_and_equals_the_library_path(lm, store, tmp_path, monkeypatch):
+    """The Novelty step writes nothing itself; the runner commits; results equal novelty_check's."""
+    from itaudit.audit.novelty import Novelty
+    from itaudit.steps.context import RunContext
+    from itaudit.steps.runner import Runner
+
+    p = tmp_path / "s.jsonl"
+    rows = [{"instruction": "Name three primary colours.", "output": KNOWN},
+            {"instruction": "Name three primary colours.", "output": NOISE}]
+    rows += [{"instruction": f"q{i}", "output": f"answer {i} {'y' * i}"} for i in range(5)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ingest(store, p, "s", show_progress=False)
+    step = Novelty({"batch_size": 3, "flag_share": 0.25}, lm=lm)
+    out = step.compute(RunContext(store, "s", show_progress=False))
+    assert store.query("SELECT count(*) AS n FROM novelty_scores WHERE dataset = 's'")["n"][0] == 0
+    res, frames = out
+    assert frames.table == "novelty_scores" and frames.frame.height == 7 and res.idx.tolist() == list(range(7))
+    [o] = Runner(store, "s", show_progress=False).run_step(Novelty({"batch_size": 3, "flag_share": 0.25}, lm=lm))
+    assert store.query("SELECT count(*) AS n FROM novelty_scores WHERE dataset = 's'")["n"][0] == 7
+    ref = novelty_check(store, "s", model=lm, batch_size=3, flag_share=0.25, show_progress=False)
+    assert o.result.idx.tolist() == ref.idx.tolist() == res.idx.tolist()
+    assert o.result.flag.tolist() == ref.flag.tolist() and o.result.flag.sum() == 2
+    np.testing.assert_allclose([d["bpb"] for d in o.result.details], [d["bpb"] for d in ref.details], rtol=1e-6)
+    assert o.step.render_text(o.result)[0] == "2 novel of 7 scored"
 
 
 def test_interrupted_run_keeps_finished_batches(lm, store, tmp_path, monkeypatch):
@@ -154,13 +182,3 @@ def test_gemma3_base_model_knows_common_facts_better_than_invented_ones(store, t
     assert all(0.01 < b < 8 for b in bpb)
     assert bpb[0] < bpb[1] and bpb[2] < bpb[3]
     assert r.summary["model_id"] == "gemma3-270m"
-
-
-def test_batches_respect_the_logits_budget():
-    from itaudit.audit.novelty import _batches
-
-    items = [([1], [0] * n, 1, False) for n in (99, 99, 9, 9, 9, 9)]
-    # budget of 200 response positions: two rows of 100, then four rows of 10 (batch_size 4)
-    got = list(_batches(list(range(6)), items, 4, vocab=2**20 // 4, budget_mb=200))
-    assert got == [[0, 1], [2, 3, 4, 5]]
-    assert list(_batches([0, 2], items, 8, vocab=2**20 // 4, budget_mb=50)) == [[0], [2]]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -218,3 +219,27 @@ def test_cli_shift(tmp_path: Path, models) -> None:
     with pytest.raises(SystemExit) as e:
         main(["shift", "--base", str(models["base"]), "--db", str(db)])
     assert e.value.code == 2
+
+
+def test_shift_step_is_pure_and_chunking_does_not_change_rows(models) -> None:
+    """ShiftStep.compute_chunk needs no database; two chunks give the same rows as one."""
+    from itaudit.shift.run import ShiftParams, ShiftStep, items_frame
+
+    base, tuned = load_model(str(models["base"])), load_model(str(models["tuned"]))
+    step = ShiftStep(ShiftParams(run_id="x", max_new_tokens=6, batch_size=2), base=base, tuned=tuned)
+    rows = items_frame(items())
+    whole = step.compute_chunk(rows)
+    parts = [step.compute_chunk(rows.slice(0, 2), 0, 2), step.compute_chunk(rows.slice(2), 1, 2)]
+    tables = {f.table: f.frame for f in whole.frames}
+    assert set(tables) == {"shift_tokens", "shift_responses"} and tables["shift_responses"].height == len(PROMPTS)
+    floats = ["kl", "base_prob", "tuned_prob"]
+    for name, want in tables.items():
+        got = pl.concat([f.frame for p in parts for f in p.frames if f.table == name])
+        if name == "shift_tokens":
+            for c in floats:
+                np.testing.assert_allclose(got[c].to_numpy(), want[c].to_numpy(), rtol=1e-4, atol=1e-7)
+            got, want = got.drop(floats), want.drop(floats)
+        assert got.equals(want)
+    assert whole.n_tokens == sum(p.n_tokens for p in parts) == tables["shift_tokens"].height
+    with pytest.raises(ItauditError, match="unknown parameter"):
+        ShiftParams.parse({"max_new_token": 3})

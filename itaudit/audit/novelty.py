@@ -7,8 +7,10 @@ finds surprising holds knowledge (or phrasing) it does not have; fine-tuning on 
 responses is tied to knowledge degradation and hallucination (the paper's argument).
 
 The model reads the plain "### Instruction: ... ### Response:" template (a base model has no
-chat format). Scores are persisted batch by batch in `novelty_scores`, so an interrupted run
-resumes; `limit` scores a seeded random sample only (the check then covers those rows).
+chat format). Scores are cached in `novelty_scores` per (row content, model, max_tokens) and
+reused; `limit` scores a seeded random sample only (the check then covers those rows).
+`Novelty` is the Step (pure compute, the runner stores); `novelty_check` is the library path
+that commits scores every few batches, so an interrupted long run resumes.
 Score = percentile rank of bpb among the scored rows (high = novel); flag = top `flag_share`.
 """
 
@@ -16,13 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
 from ..errors import ItauditError
 from ..progress import progress_bar
+from ..steps.base import Frames, Params, Resources, Step, StepContext
 from ..store import Store
 from .base import CheckResult
 
@@ -58,10 +63,10 @@ def response_nll(
     lists are concatenated so the response tokens are exactly those of the response text.
     When prompt + response exceed `max_tokens`, the prompt is cut from the left (to at most
     half) and then the response from the right; bytes count only the scored response text.
-    Batches hold at most `batch_size` rows and at most `logits_budget_mb` of float32 logits
-    (a 262k-word vocabulary makes 8 rows x 512 tokens of logits 4 GB).
+    NLLs come from the shared chunked scorer (`itaudit.models.scoring`): at most
+    `logits_budget_mb` of float32 logits exist at once, whatever the vocabulary.
     """
-    import torch
+    from ..models.scoring import score, scorer_for
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     items = []
@@ -77,66 +82,14 @@ def response_nll(
                 truncated = True
         text = r if not truncated else tokenizer.decode(r_ids, skip_special_tokens=True)
         items.append((p_ids, r_ids, max(1, len(text.encode("utf-8"))), truncated))
-    out: list[dict[str, Any] | None] = [None] * len(items)
-    order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
-    device = next(model.parameters()).device
-    for batch in _batches(order, items, batch_size, _vocab_size(model, tokenizer), logits_budget_mb):
-        seqs = [items[i][0] + items[i][1] for i in batch]
-        width = max(len(s) for s in seqs)
-        # Left padding: every response ends at the last position, so the logits of only the
-        # last `keep` positions are needed (large vocabularies make full logits huge).
-        keep = max(len(items[i][1]) for i in batch) + 1
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        tgt = torch.full((len(batch), keep - 1), -100, dtype=torch.long)
-        for row, (i, s) in enumerate(zip(batch, seqs, strict=True)):
-            ids[row, width - len(s):] = torch.tensor(s)
-            mask[row, width - len(s):] = 1
-            r_ids = items[i][1]
-            if r_ids:
-                tgt[row, keep - 1 - len(r_ids):] = torch.tensor(r_ids, dtype=torch.long)
-        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            kw = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device)}
-            try:
-                logits = model(**kw, logits_to_keep=keep).logits
-            except TypeError:  # models without logits_to_keep
-                logits = model(**kw).logits
-            logits = logits[:, -keep:-1]
-            sums, counts = [], []
-            for row in range(len(batch)):  # one row at a time bounds the float32 copy
-                t = tgt[row].to(device)
-                nll = torch.nn.functional.cross_entropy(logits[row].float(), t, ignore_index=-100, reduction="sum")
-                sums.append(float(nll))
-                counts.append(int((t != -100).sum()))
-        for row, i in enumerate(batch):
-            n_bytes = items[i][2]
-            out[i] = {"nll_sum": sums[row], "n_tokens": counts[row], "n_bytes": int(n_bytes),
-                      "bpb": sums[row] / LN2 / n_bytes, "truncated": items[i][3]}
-    return out  # type: ignore[return-value]
-
-
-def _vocab_size(model: Any, tokenizer: Any) -> int:
-    try:
-        return int(model.get_output_embeddings().weight.shape[0])
-    except (AttributeError, TypeError):
-        return len(tokenizer)
-
-
-def _batches(order: list[int], items: list, batch_size: int, vocab: int, budget_mb: int):
-    """Greedy batches in `order` bounded by rows and by the logits they need (response tokens)."""
-    budget = budget_mb * 2**20 / (4 * max(vocab, 1))   # response positions that fit
-    batch: list[int] = []
-    keep = 0
-    for i in order:
-        k = len(items[i][1]) + 1
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * max(keep, k) > budget):
-            yield batch
-            batch, keep = [], 0
-        batch.append(i)
-        keep = max(keep, k)
-    if batch:
-        yield batch
+    stats = score(scorer_for(model), [(p_ids, r_ids) for p_ids, r_ids, _, _ in items], batch_size=batch_size,
+                  pad_id=int(pad), budget_mb=logits_budget_mb, ranks=False)
+    out = []
+    for (_, r_ids, n_bytes, truncated), st in zip(items, stats, strict=True):
+        nll_sum = float(st.nll.sum())
+        out.append({"nll_sum": nll_sum, "n_tokens": len(r_ids), "n_bytes": int(n_bytes),
+                    "bpb": nll_sum / LN2 / n_bytes, "truncated": truncated})
+    return out
 
 
 def percentile_rank(x: np.ndarray) -> np.ndarray:
@@ -156,102 +109,187 @@ def percentile_rank(x: np.ndarray) -> np.ndarray:
     return (sums / cnt)[inv] / (n - 1)
 
 
-def novelty_check(
-    store: Store,
-    dataset: str,
-    *,
-    model: str | Any = DEFAULT_MODEL,
-    limit: int | None = None,
-    seed: int = 0,
-    batch_size: int = 8,
-    max_tokens: int = 512,
-    flag_share: float = 0.1,
-    chat_template: bool = False,
-    show_progress: bool = True,
-    persist_every: int = 1,
-    logits_budget_mb: int = 256,
-) -> CheckResult:
-    """Score (a sample of) the dataset's responses with a base model; resumes from `novelty_scores`.
+_ROWS_SQL = ("SELECT idx, instruction, input, system, response, content_hash FROM instances "
+             "WHERE dataset = ? ORDER BY idx")
+_SCORE_COLS = ("nll_sum", "n_tokens", "n_bytes", "bpb", "truncated")
 
-    `model` is an alias/path for `itaudit.models.load_model` or an already loaded `LoadedModel`
-    (or any object with `.model`, `.tokenizer`, `.model_id`).
-    """
-    store.require_dataset(dataset)
-    rows = store.query(
-        "SELECT idx, instruction, input, system, response, content_hash FROM instances WHERE dataset = ? ORDER BY idx",
-        [dataset],
-    )
-    if rows.height == 0:
-        raise ItauditError(f"dataset {dataset!r} has no rows")
+
+@dataclass(frozen=True)
+class NoveltyParams(Params):
+    model: str = DEFAULT_MODEL          # alias / HF dir / .gguf for itaudit.models.load_model
+    limit: int | None = None            # score a seeded random sample of this many rows
+    seed: int = 0
+    batch_size: int = 8
+    max_tokens: int = 512
+    flag_share: float = 0.1             # flag the top share by bpb
+    chat_template: bool = False         # base models read the plain template
+    logits_budget_mb: int = 256
+
+
+def sample_rows(rows: pl.DataFrame, limit: int | None, seed: int) -> pl.DataFrame:
+    """Rows with a non-blank response; a seeded random `limit` of them (idx order kept)."""
     rows = rows.filter(pl.col("response").str.strip_chars() != "")
     if limit is not None and limit < rows.height:
         pick = np.sort(np.random.default_rng(seed).choice(rows.height, size=limit, replace=False))
         rows = rows[pick]
-    if isinstance(model, str):
-        from ..models import load_model
+    return rows
 
-        lm = load_model(model, show_progress=show_progress)
-    else:
-        lm = model
-    model_id = str(lm.model_id)
 
-    done = store.query(
-        "SELECT idx, content_hash FROM novelty_scores WHERE dataset = ? AND model_id = ? AND max_tokens = ?",
-        [dataset, model_id, max_tokens],
-    )
-    done_set = set(zip(done["idx"].to_list(), done["content_hash"].to_list(), strict=False)) if done.height else set()
-    todo = rows.filter(~pl.Series([(i, h) in done_set for i, h in zip(rows["idx"].to_list(), rows["content_hash"].to_list(), strict=False)], dtype=pl.Boolean))
-    # long rows first inside each persisted chunk keeps padding low; chunks follow idx order
-    chunk = batch_size * max(1, persist_every)
-    with progress_bar(f"novelty {dataset}", total=todo.height, unit="rows", enabled=show_progress) as bar:
-        for c0 in range(0, todo.height, chunk):
-            part = todo.slice(c0, chunk)
-            prompts = [_prompt(lm, a, b, s, chat_template) for a, b, s in
-                       zip(part["instruction"].to_list(), part["input"].to_list(), part["system"].to_list(), strict=False)]
-            res = response_nll(lm.model, lm.tokenizer, prompts, part["response"].to_list(),
-                               max_tokens=max_tokens, batch_size=batch_size, logits_budget_mb=logits_budget_mb)
-            frame = pl.DataFrame({
-                "dataset": [dataset] * part.height, "idx": part["idx"], "model_id": [model_id] * part.height,
-                "max_tokens": [max_tokens] * part.height, "content_hash": part["content_hash"],
-                **{k: [r[k] for r in res] for k in ("nll_sum", "n_tokens", "n_bytes", "bpb", "truncated")},
-            })
-            with store.transaction() as conn:
-                conn.execute(
-                    "DELETE FROM novelty_scores WHERE dataset = ? AND model_id = ? AND max_tokens = ? AND idx IN "
-                    "(SELECT unnest(?::BIGINT[]))", [dataset, model_id, max_tokens, part["idx"].to_list()])
-                store.insert_frame("novelty_scores", frame)
-            bar.advance(part.height)
+def not_scored(rows: pl.DataFrame, cached: pl.DataFrame) -> pl.DataFrame:
+    """`rows` without a cached score for the same (idx, content_hash)."""
+    if cached.height == 0:
+        return rows
+    return rows.join(cached.select("idx", "content_hash"), on=["idx", "content_hash"], how="anti")
 
-    scored = store.query(
-        "SELECT n.idx, n.bpb, n.n_tokens, n.truncated FROM novelty_scores n "
-        "JOIN instances i ON i.dataset = n.dataset AND i.idx = n.idx AND i.content_hash = n.content_hash "
-        "WHERE n.dataset = ? AND n.model_id = ? AND n.max_tokens = ? AND n.idx IN (SELECT unnest(?::BIGINT[])) "
-        "ORDER BY n.idx",
-        [dataset, model_id, max_tokens, rows["idx"].to_list()],
-    )
+
+def score_rows(lm: Any, rows: pl.DataFrame, *, dataset: str, p: NoveltyParams) -> pl.DataFrame:
+    """novelty_scores rows for `rows` (idx, instruction, input, system, response, content_hash). Pure."""
+    prompts = [_prompt(lm, a, b, s, p.chat_template) for a, b, s in
+               zip(rows["instruction"].to_list(), rows["input"].to_list(), rows["system"].to_list(), strict=False)]
+    res = response_nll(lm.model, lm.tokenizer, prompts, rows["response"].to_list(), max_tokens=p.max_tokens,
+                       batch_size=p.batch_size, logits_budget_mb=p.logits_budget_mb) if rows.height else []
+    return pl.DataFrame({
+        "dataset": [dataset] * rows.height, "idx": rows["idx"], "model_id": [str(lm.model_id)] * rows.height,
+        "max_tokens": [p.max_tokens] * rows.height, "content_hash": rows["content_hash"],
+        **{k: [r[k] for r in res] for k in _SCORE_COLS},
+    }, schema_overrides={"nll_sum": pl.Float64, "n_tokens": pl.Int64, "n_bytes": pl.Int64, "bpb": pl.Float64,
+                         "truncated": pl.Boolean})
+
+
+def novelty_result(dataset: str, scored: pl.DataFrame, n_rows: int, model_id: str, p: NoveltyParams) -> CheckResult:
+    """The check result from the scores of the checked rows (idx, bpb, truncated; any order)."""
+    scored = scored.sort("idx")
     bpb = scored["bpb"].to_numpy().astype(float)
     score = np.clip(percentile_rank(bpb), 0, 1)
-    flag = score >= 1 - flag_share if len(score) > 1 else np.zeros(len(score), dtype=bool)
+    flag = score >= 1 - p.flag_share if len(score) > 1 else np.zeros(len(score), dtype=bool)
     q = np.quantile(bpb, [0.1, 0.5, 0.9]) if len(bpb) else [float("nan")] * 3
     summary = {
-        "n_scored": int(len(bpb)), "n_rows": int(store.query(
-            "SELECT count(*) AS n FROM instances WHERE dataset = ?", [dataset])["n"][0]),
-        "model_id": model_id, "sampled": limit is not None, "n_flagged": int(flag.sum()),
+        "n_scored": int(len(bpb)), "n_rows": int(n_rows),
+        "model_id": model_id, "sampled": p.limit is not None, "n_flagged": int(flag.sum()),
         "bpb_mean": float(bpb.mean()) if len(bpb) else None,
         "bpb_p10": float(q[0]), "bpb_p50": float(q[1]), "bpb_p90": float(q[2]),
         "bpb_flag_threshold": float(np.min(bpb[flag])) if flag.any() else None,
         "n_truncated": int(scored["truncated"].sum()) if scored.height else 0,
     }
-    details = [{"bpb": round(float(b), 4)} for b in bpb]
     return CheckResult(
         check="novelty", dataset=dataset, idx=scored["idx"].to_numpy().astype(np.int64), flag=flag, score=score,
-        summary=summary, details=details,
-        params={"model": model_id, "limit": limit, "seed": seed, "max_tokens": max_tokens,
-                "flag_share": flag_share, "chat_template": chat_template},
+        summary=summary, details=[{"bpb": round(float(b), 4)} for b in bpb],
+        params={"model": model_id, "limit": p.limit, "seed": p.seed, "max_tokens": p.max_tokens,
+                "flag_share": p.flag_share, "chat_template": p.chat_template},
     )
 
 
-def novelty(ctx, **params) -> CheckResult:
-    """Runner entry point (`itaudit audit NAME --checks novelty`); slow on CPU, see `limit`."""
-    params.setdefault("show_progress", ctx.show_progress)
-    return novelty_check(ctx.store, ctx.dataset, **params)
+def _load(model: str | Any, show_progress: bool) -> Any:
+    if not isinstance(model, str):
+        return model
+    from ..models import load_model
+
+    return load_model(model, show_progress=show_progress)
+
+
+class Novelty(Step):
+    """Knowledge novelty as a Step: pure compute; the runner stores the result and the scores.
+
+    Scores already in `novelty_scores` for the same row content, model and max_tokens are reused.
+    `compute` returns the CheckResult and the dataset's full `novelty_scores` rows (cached + new,
+    stale ones dropped) as `Frames(replace_dataset=...)`, committed in one transaction.
+    """
+
+    name: ClassVar[str] = "novelty"
+    description: ClassVar[str] = ("base-model bits per byte of the response (gemma3-270m; slow on CPU: "
+                                  "-s novelty.limit=500)")
+    Params: ClassVar[type[Params]] = NoveltyParams
+    default: ClassVar[bool] = False
+    resources: ClassVar[Resources] = Resources(cpus=1.0, memory_gb=2.0, model=DEFAULT_MODEL)
+
+    def __init__(self, params: Any = None, *, lm: Any = None):
+        super().__init__(params)
+        self._lm = lm   # an already loaded model (else params.model is loaded on first use)
+
+    def lm(self, show_progress: bool = False) -> Any:
+        if self._lm is None:
+            self._lm = _load(self.params.model, show_progress)
+        return self._lm
+
+    def compute(self, ctx: StepContext) -> list[Any]:
+        p: NoveltyParams = self.params  # type: ignore[assignment]
+        all_rows = ctx.read(_ROWS_SQL, [ctx.dataset])
+        if all_rows.height == 0:
+            raise ItauditError(f"dataset {ctx.dataset!r} has no rows")
+        rows = sample_rows(all_rows, p.limit, p.seed)
+        lm = self.lm(ctx.show_progress)
+        model_id = str(lm.model_id)
+        stored = ctx.read("SELECT * FROM novelty_scores WHERE dataset = ?", [ctx.dataset])
+        same = (pl.col("model_id") == model_id) & (pl.col("max_tokens") == p.max_tokens)
+        valid = stored.filter(same).join(all_rows.select("idx", "content_hash"), on=["idx", "content_hash"], how="semi")
+        todo = not_scored(rows, valid)
+        parts = []
+        chunk = max(1, p.batch_size) * 4
+        with progress_bar(f"novelty {ctx.dataset}", total=todo.height, unit="rows", enabled=ctx.show_progress) as bar:
+            for c0 in range(0, todo.height, chunk):
+                part = todo.slice(c0, chunk)
+                parts.append(score_rows(lm, part, dataset=ctx.dataset, p=p))
+                bar.advance(part.height)
+        now = pl.lit(datetime.now()).cast(stored.schema["scored_at"])
+        new = [f.with_columns(now.alias("scored_at")).select(stored.columns) for f in parts]
+        mine = pl.concat([valid, *new], how="vertical_relaxed")
+        result = novelty_result(ctx.dataset, mine.join(rows.select("idx"), on="idx", how="semi"), all_rows.height,
+                                model_id, p)
+        # the dataset's whole table: other models' scores, this model's valid ones, the new ones
+        table = pl.concat([stored.filter(~same), mine], how="vertical_relaxed")
+        return [result, Frames("novelty_scores", table, replace_dataset=ctx.dataset)]
+
+    def render_text(self, result: CheckResult) -> list[str]:
+        s = result.summary
+        found = f"{s.get('n_flagged', 0)} novel of {s.get('n_scored', 0)} scored"
+        return [found, f"bpb median {s.get('bpb_p50', float('nan')):.3f} ({s.get('model_id')})"]
+
+
+def save_scores(store: Store, frame: pl.DataFrame) -> None:
+    """Store novelty_scores rows in one transaction, replacing earlier scores of the same rows."""
+    if frame.height == 0:
+        return
+    with store.transaction() as conn:
+        for (dataset, model_id, max_tokens), part in frame.group_by(["dataset", "model_id", "max_tokens"]):
+            conn.execute(
+                "DELETE FROM novelty_scores WHERE dataset = ? AND model_id = ? AND max_tokens = ? AND idx IN "
+                "(SELECT unnest(?::BIGINT[]))", [dataset, model_id, max_tokens, part["idx"].to_list()])
+        store.insert_frame("novelty_scores", frame)
+
+
+def novelty_check(
+    store: Store,
+    dataset: str,
+    *,
+    model: str | Any = DEFAULT_MODEL,
+    show_progress: bool = True,
+    persist_every: int = 1,
+    **params: Any,
+) -> CheckResult:
+    """Score (a sample of) the dataset's responses and return the check result (not stored).
+
+    The library path for long runs: the same pure pieces as the `Novelty` step, with scores
+    committed (`save_scores`) every `persist_every` batches, so an interrupted run resumes.
+    `model` is an alias/path or an already loaded `LoadedModel` (anything with `.model`,
+    `.tokenizer`, `.model_id`); other keyword arguments are `NoveltyParams`.
+    """
+    p = NoveltyParams.parse({**params, **({"model": model} if isinstance(model, str) else {})}, step="novelty")
+    store.require_dataset(dataset)
+    all_rows = store.query(_ROWS_SQL, [dataset])
+    if all_rows.height == 0:
+        raise ItauditError(f"dataset {dataset!r} has no rows")
+    rows = sample_rows(all_rows, p.limit, p.seed)
+    lm = _load(model, show_progress)
+    model_id = str(lm.model_id)
+    q = ("SELECT idx, content_hash, bpb, truncated FROM novelty_scores "
+         "WHERE dataset = ? AND model_id = ? AND max_tokens = ?")
+    todo = not_scored(rows, store.query(q, [dataset, model_id, p.max_tokens]))
+    chunk = p.batch_size * max(1, persist_every)
+    with progress_bar(f"novelty {dataset}", total=todo.height, unit="rows", enabled=show_progress) as bar:
+        for c0 in range(0, todo.height, chunk):
+            part = todo.slice(c0, chunk)
+            save_scores(store, score_rows(lm, part, dataset=dataset, p=p))
+            bar.advance(part.height)
+    scored = store.query(q, [dataset, model_id, p.max_tokens]).join(rows.select("idx", "content_hash"),
+                                                                    on=["idx", "content_hash"], how="semi")
+    return novelty_result(dataset, scored, all_rows.height, model_id, p)

@@ -6,10 +6,22 @@
 """
 
 from ..models.scoring import Scorer, TokenStats, chunk_size, score, score_batch
-from .run import ShiftResult, analyze, category, run_summary, same_vocabulary, set_reference
+from .run import (
+    ShiftChunk,
+    ShiftParams,
+    ShiftResult,
+    ShiftStep,
+    analyze,
+    category,
+    items_frame,
+    run_summary,
+    same_vocabulary,
+    save_frames,
+    set_reference,
+)
 from .words import TokenLayout, layout, token_spans
 
 __all__ = [
-    "Scorer", "ShiftResult", "TokenLayout", "TokenStats", "analyze", "category", "chunk_size", "layout",
+    "Scorer", "ShiftChunk", "ShiftParams", "ShiftResult", "ShiftStep", "items_frame", "save_frames", "TokenLayout", "TokenStats", "analyze", "category", "chunk_size", "layout",
     "run_summary", "same_vocabulary", "score", "score_batch", "set_reference", "token_spans",
 ]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -20,6 +21,7 @@ from ..errors import ItauditError
 from ..models import LoadedModel, PromptItem, generate_ids, pad_id
 from ..models.scoring import DEFAULT_BUDGET_MB, Scorer, TokenStats, score
 from ..progress import progress_bar
+from ..steps.base import Frames, Params, Resources, Step
 from ..store import Store
 from .words import layout
 
@@ -44,16 +46,6 @@ class ShiftResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-_TOKEN_SCHEMA = {
-    "run_id": pl.Utf8, "prompt_id": pl.Utf8, "position": pl.Int32, "token_id": pl.Int64, "token": pl.Utf8,
-    "word_idx": pl.Int32, "word": pl.Utf8, "is_word_start": pl.Boolean, "sentence_idx": pl.Int32,
-    "sentence_frac": pl.Float64, "category": pl.Utf8, "base_rank": pl.Int32, "base_prob": pl.Float64,
-    "tuned_prob": pl.Float64, "kl": pl.Float64,
-}
-_RESP_SCHEMA = {"run_id": pl.Utf8, "prompt_id": pl.Utf8, "instruction": pl.Utf8, "prompt": pl.Utf8,
-                "response": pl.Utf8, "n_tokens": pl.Int32}
-
-
 def token_rows(run_id: str, prompt_id: str, tokenizer: Any, ids: list[int], st: TokenStats) -> pl.DataFrame:
     lay = layout(tokenizer, ids)
     n = len(ids)
@@ -65,11 +57,125 @@ def token_rows(run_id: str, prompt_id: str, tokenizer: Any, ids: list[int], st: 
         "category": [category(int(r)) for r in ranks], "base_rank": ranks, "base_prob": st.base_prob,
         "tuned_prob": st.tuned_prob if st.tuned_prob is not None else [None] * n,
         "kl": st.kl if st.kl is not None else [None] * n,
-    }, schema=_TOKEN_SCHEMA)
+    })
 
 
 def _encode_response(lm: LoadedModel, text: str) -> list[int]:
     return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def items_frame(items: Sequence[PromptItem], *, responses: Sequence[str] | None = None,
+                contexts: Sequence[str] | None = None) -> pl.DataFrame:
+    """The rows a `ShiftStep` maps over: one per prompt (history as JSON; context/response may be null)."""
+    n = len(items)
+    return pl.DataFrame({
+        "prompt_id": [it.prompt_id for it in items], "instruction": [it.instruction for it in items],
+        "input": [it.input for it in items], "system": [it.system for it in items],
+        "history": [json.dumps(it.history or []) for it in items],
+        "context": list(contexts) if contexts is not None else [None] * n,
+        "response": list(responses) if responses is not None else [None] * n,
+    }, schema={"prompt_id": pl.Utf8, "instruction": pl.Utf8, "input": pl.Utf8, "system": pl.Utf8,
+               "history": pl.Utf8, "context": pl.Utf8, "response": pl.Utf8})
+
+
+@dataclass(frozen=True)
+class ShiftParams(Params):
+    run_id: str = ""                    # the run the rows belong to (set by `analyze`)
+    max_new_tokens: int = 128
+    batch_size: int = 4
+    budget_mb: float = DEFAULT_BUDGET_MB
+    adapter_mode: bool = False          # tuned is a PeftModel over base: the base = adapter off
+
+
+@dataclass
+class ShiftChunk:
+    """What one chunk of prompts yields: rows for shift_tokens and shift_responses, and timings."""
+
+    frames: list[Frames]
+    n_tokens: int
+    seconds: dict[str, float]
+
+
+class ShiftStep(Step):
+    """The shift analysis of a chunk of prompts: generation (tuned mode) and scoring. Pure:
+    `compute_chunk` returns frames; `analyze` (or any executor + `save_frames`) stores them.
+
+    Models are given at construction (`base`, optional `tuned`, `context_lm` formatting prompts
+    in responses mode); rows come from `items_frame` (responses mode when `response` is set).
+    """
+
+    name: ClassVar[str] = "shift"
+    description: ClassVar[str] = "token distribution shift between a base and a tuned model (URIAL / AlignTDS)"
+    Params: ClassVar[type[Params]] = ShiftParams
+    default: ClassVar[bool] = False
+    resources: ClassVar[Resources] = Resources(cpus=1.0, memory_gb=2.0, model="base+tuned")
+
+    def __init__(self, params: Any = None, *, base: LoadedModel, tuned: LoadedModel | None = None,
+                 context_lm: Any = None):
+        super().__init__(params)
+        p: ShiftParams = self.params  # type: ignore[assignment]
+        self.base, self.tuned, self.context_lm = base, tuned, context_lm
+        self.shared_vocab = tuned is not None and (p.adapter_mode or same_vocabulary(base, tuned))
+        if p.adapter_mode:
+            if tuned is None:
+                raise ItauditError("adapter mode needs the tuned (adapter) model")
+            self.base_scorer = Scorer(tuned.model, disable_adapter=True)
+            self.tuned_scorer: Scorer | None = Scorer(tuned.model)
+        else:
+            self.base_scorer = Scorer(base.model)
+            self.tuned_scorer = Scorer(tuned.model) if self.shared_vocab else None
+
+    @property
+    def mode(self) -> str:
+        return "responses" if self.tuned is None else ("adapter" if self.params.adapter_mode else "models")
+
+    def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> ShiftChunk:  # type: ignore[override]
+        p: ShiftParams = self.params  # type: ignore[assignment]
+        base, tuned = self.base, self.tuned
+        if tuned is None and rows["response"].null_count():
+            raise ItauditError("responses mode needs a response for every prompt")
+        fmt = tuned if tuned is not None else (self.context_lm or base)
+        recs = rows.to_dicts()
+        texts = [r["context"] if r["context"] is not None else
+                 fmt.format_prompt(r["instruction"], r["input"], r["system"], json.loads(r["history"] or "[]"))
+                 for r in recs]
+        base_ctx = [base.encode_prompt(t) for t in texts]
+        secs = {"generate": 0.0, "score": 0.0, "layout": 0.0}
+        t0 = time.perf_counter()
+        if tuned is not None:
+            tuned_ctx = [tuned.encode_prompt(t) for t in texts]
+            gen = generate_ids(tuned, tuned_ctx, p.max_new_tokens, p.batch_size, greedy=True, show_progress=False)
+            resp_text = [tuned.tokenizer.decode(g, skip_special_tokens=True) for g in gen]
+            base_resp = gen if self.shared_vocab else [_encode_response(base, r) for r in resp_text]
+        else:
+            resp_text = [r["response"] for r in recs]
+            base_resp = [_encode_response(base, r) for r in resp_text]
+        secs["generate"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bseqs = list(zip(base_ctx, base_resp, strict=True))
+        tseqs = list(zip(tuned_ctx, gen, strict=True)) if self.tuned_scorer is not None else None
+        stats = score(self.base_scorer, bseqs, self.tuned_scorer, tseqs, batch_size=p.batch_size,
+                      pad_id=pad_id(base), budget_mb=p.budget_mb)
+        secs["score"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tokens = [token_rows(p.run_id, r["prompt_id"], base.tokenizer, ids, st)
+                  for r, ids, st in zip(recs, base_resp, stats, strict=True) if ids]
+        resp_rows = pl.DataFrame([
+            {"run_id": p.run_id, "prompt_id": r["prompt_id"], "instruction": r["instruction"], "prompt": t,
+             "response": rt, "n_tokens": len(ids)}
+            for r, t, rt, ids in zip(recs, texts, resp_text, base_resp, strict=True)
+        ])
+        secs["layout"] += time.perf_counter() - t0
+        frames = [Frames("shift_tokens", pl.concat(tokens))] if tokens else []
+        frames.append(Frames("shift_responses", resp_rows))
+        return ShiftChunk(frames, sum(len(x) for x in base_resp), secs)
+
+
+def save_frames(store: Store, frames: Sequence[Frames]) -> None:
+    """Store frames in one transaction, cast to the table types in `sql/` (the runner's commit)."""
+    from ..steps.runner import commit
+
+    commit(store, [f for f in frames if f.frame.height])
 
 
 def analyze(
@@ -89,6 +195,7 @@ def analyze(
     run_id: str | None = None,
     show_progress: bool = True,
     chunk_prompts: int = 16,
+    executor: Any = None,
 ) -> ShiftResult:
     """Run the shift analysis and store it; returns the run id and timings.
 
@@ -96,7 +203,9 @@ def analyze(
     adapter is switched off to get the base), or `responses` (texts given; base model only).
     `context_lm` (anything with `format_prompt`) formats prompts in responses mode (default: base);
     `contexts` gives the context texts verbatim instead (e.g. the prompts stored with generations).
-    Each chunk of prompts is committed on its own: rerun with the same `run_id` to resume.
+    The computation is `ShiftStep.compute_chunk` over chunks of `chunk_prompts` prompts, mapped by
+    `executor` (in-process by default); each chunk is committed on its own as it arrives: rerun
+    with the same `run_id` to resume.
     """
     if (tuned is None) == (responses is None):
         raise ItauditError("give either a tuned model or responses")
@@ -104,70 +213,35 @@ def analyze(
         raise ItauditError(f"{len(responses)} responses for {len(items)} prompts")
     if contexts is not None and len(contexts) != len(items):
         raise ItauditError(f"{len(contexts)} contexts for {len(items)} prompts")
-    mode = "responses" if tuned is None else ("adapter" if adapter_mode else "models")
-    shared_vocab = tuned is not None and (adapter_mode or same_vocabulary(base, tuned))
-    retokenized = tuned is None or not shared_vocab
     run_id = run_id or f"shift-{uuid.uuid4().hex[:12]}"
+    step = ShiftStep(ShiftParams(run_id=run_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                 budget_mb=budget_mb, adapter_mode=adapter_mode),
+                     base=base, tuned=tuned, context_lm=context_lm)
+    retokenized = tuned is None or not step.shared_vocab
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "greedy": True,
                 "budget_mb": budget_mb, "n_prompts": len(items)}
     existing = store.query("SELECT run_id FROM shift_runs WHERE run_id = ?", [run_id])
     if existing.height == 0:
-        with store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO shift_runs (run_id, base_model, tuned_model, mode, retokenized, kl_available,"
-                " reference_dataset, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, base.model_id, tuned.model_id if tuned else None, mode, retokenized, shared_vocab,
-                 reference_dataset, json.dumps(settings)],
-            )
+        save_frames(store, [Frames("shift_runs", pl.DataFrame([{
+            "run_id": run_id, "base_model": base.model_id, "tuned_model": tuned.model_id if tuned else None,
+            "mode": step.mode, "retokenized": retokenized, "kl_available": step.shared_vocab,
+            "reference_dataset": reference_dataset, "settings": json.dumps(settings)}]))])
     done = set(store.query("SELECT prompt_id FROM shift_responses WHERE run_id = ?", [run_id])["prompt_id"].to_list())
-    todo = [(k, it) for k, it in enumerate(items) if it.prompt_id not in done]
-
-    if adapter_mode:
-        base_scorer = Scorer(tuned.model, disable_adapter=True)
-        tuned_scorer: Scorer | None = Scorer(tuned.model)
-    else:
-        base_scorer = Scorer(base.model)
-        tuned_scorer = Scorer(tuned.model) if shared_vocab else None
-    fmt = tuned if tuned is not None else (context_lm or base)
+    rows = items_frame(items, responses=responses, contexts=contexts).filter(~pl.col("prompt_id").is_in(list(done)))
+    chunks = [(c, rows.slice(s, chunk_prompts)) for c, s in enumerate(range(0, rows.height, chunk_prompts))]
     secs = {"generate": 0.0, "score": 0.0, "layout": 0.0}
     n_tokens = 0
-    with progress_bar(f"shift {mode}", total=len(todo), unit="prompts", enabled=show_progress) as bar:
-        for s in range(0, len(todo), chunk_prompts):
-            chunk = todo[s : s + chunk_prompts]
-            texts = [contexts[k] if contexts is not None else
-                     fmt.format_prompt(it.instruction, it.input, it.system, it.history) for k, it in chunk]
-            base_ctx = [base.encode_prompt(t) for t in texts]
-            t0 = time.perf_counter()
-            if tuned is not None:
-                tuned_ctx = [tuned.encode_prompt(t) for t in texts]
-                gen = generate_ids(tuned, tuned_ctx, max_new_tokens, batch_size, greedy=True, show_progress=False)
-                resp_text = [tuned.tokenizer.decode(g, skip_special_tokens=True) for g in gen]
-                base_resp = gen if shared_vocab else [_encode_response(base, r) for r in resp_text]
-            else:
-                resp_text = [responses[k] for k, _ in chunk]
-                base_resp = [_encode_response(base, r) for r in resp_text]
-            secs["generate"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            bseqs = list(zip(base_ctx, base_resp, strict=True))
-            tseqs = list(zip(tuned_ctx, gen, strict=True)) if tuned_scorer is not None else None
-            stats = score(base_scorer, bseqs, tuned_scorer, tseqs, batch_size=batch_size,
-                          pad_id=pad_id(base), budget_mb=budget_mb)
-            secs["score"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            frames = [token_rows(run_id, it.prompt_id, base.tokenizer, ids, st)
-                      for (_, it), ids, st in zip(chunk, base_resp, stats, strict=True) if ids]
-            resp_rows = pl.DataFrame([
-                {"run_id": run_id, "prompt_id": it.prompt_id, "instruction": it.instruction, "prompt": t,
-                 "response": r, "n_tokens": len(ids)}
-                for (_, it), t, r, ids in zip(chunk, texts, resp_text, base_resp, strict=True)
-            ], schema=_RESP_SCHEMA)
-            secs["layout"] += time.perf_counter() - t0
-            with store.transaction():
-                if frames:
-                    store.insert_frame("shift_tokens", pl.concat(frames))
-                store.insert_frame("shift_responses", resp_rows)
-            n_tokens += sum(len(x) for x in base_resp)
-            bar.advance(len(chunk))
+    if executor is None:
+        results = ((cid, step.compute_chunk(part, cid, len(chunks))) for cid, part in chunks)
+    else:
+        results = executor.map(step, iter(chunks), len(chunks))
+    with progress_bar(f"shift {step.mode}", total=rows.height, unit="prompts", enabled=show_progress) as bar:
+        for cid, got in results:
+            save_frames(store, got.frames)
+            n_tokens += got.n_tokens
+            for k, v in got.seconds.items():
+                secs[k] += v
+            bar.advance(chunks[cid][1].height)
     summary = run_summary(store, run_id)
     summary["seconds"] = {k: round(v, 2) for k, v in secs.items()}
     summary["scored_tokens_per_s"] = round(n_tokens / secs["score"], 1) if secs["score"] else None
