@@ -1,17 +1,38 @@
-"""The Python API: `itaudit.open(db)` returns a `Workspace` mirroring the CLI."""
+"""The Python API: `itaudit.open(db)` returns a `Workspace` with every command of the CLI.
+
+    import itaudit
+    with itaudit.open("audit.duckdb") as ws:
+        ws.ingest([{"instruction": "...", "output": "..."}], "mine")      # or a path, a DataFrame, a Dataset
+        ws.audit("mine")                                                  # polars frame: one row per check
+        kept = ws.filter("mine", policy="default", as_dataset=True)       # datasets.Dataset
+        ws.report("mine", html="report.html")
+
+Each method calls the library function the CLI command calls and returns a polars frame or a
+typed result (`IngestReport`, `ShiftResult`, `TuneResult`, `TraceOutcome`, `FilterResult`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from . import sqlfiles
+from .errors import ItauditError
 from .ingest import IngestReport
 from .ingest import ingest as _ingest
 from .store import Store, default_db, to_polars
 from .usersql import connect_readonly
+
+if TYPE_CHECKING:
+    import datasets
+
+    from .filter import FilterResult, Policy
 
 
 class Workspace:
@@ -31,23 +52,65 @@ class Workspace:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ingest(self, path: str | os.PathLike, name: str, format: str = "auto", *,
-               skip_invalid: bool = False, split: str | None = None, progress: bool = False) -> IngestReport:
-        return _ingest(self.store, path, name, format, skip_invalid=skip_invalid, split=split, show_progress=progress)
+    # -- data ----------------------------------------------------------------------------------
+    def ingest(self, data: Any, name: str, format: str = "auto", *, skip_invalid: bool = False,
+               split: str | None = None, progress: bool = False) -> IngestReport:
+        """Normalize `data` into dataset `name`: `itaudit ingest`.
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        """Run SQL on this workspace's connection (read and write)."""
-        return self.store.query(sql, params)
+        `data` is a path (json, jsonl, csv, parquet, HF dataset dir), or in memory: a
+        `datasets.Dataset`, a polars or pandas DataFrame, or a list of dicts. In-memory data is
+        saved once under `<db>.inputs/` (named by its content, so re-ingesting the same data is
+        a no-op) and read from there: errors name its row numbers.
+        """
+        if not isinstance(data, (str, os.PathLike)):
+            data = self._materialize(data, name)
+        return _ingest(self.store, data, name, format, skip_invalid=skip_invalid, split=split, show_progress=progress)
 
-    def report(self, name: str) -> pl.DataFrame:
-        return self.store.query(sqlfiles.report_sql(name))
+    def _materialize(self, data: Any, name: str) -> Path:
+        from .hashing import file_sha256
+
+        folder = self.db_path.parent / f"{self.db_path.name}.inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+        kind = type(data).__module__.split(".")[0]
+        if kind == "datasets" and hasattr(data, "to_parquet"):
+            data.to_parquet(str(tmp))
+            ext = "parquet"
+        elif isinstance(data, pl.DataFrame):
+            data.write_parquet(tmp)
+            ext = "parquet"
+        elif kind == "pandas" and hasattr(data, "to_dict"):
+            pl.from_pandas(data).write_parquet(tmp)
+            ext = "parquet"
+        elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and all(isinstance(r, Mapping) for r in data):
+            with tmp.open("w", encoding="utf-8") as f:
+                for r in data:
+                    f.write(json.dumps(dict(r), ensure_ascii=False, default=str) + "\n")
+            ext = "jsonl"
+        else:
+            raise ItauditError(f"ingest: cannot read {type(data).__name__}; give a path, a datasets.Dataset, "
+                               "a polars/pandas DataFrame or a list of dicts")
+        out = folder / f"{name}-{file_sha256(tmp)[:16]}.{ext}"
+        os.replace(tmp, out)
+        return out
 
     def datasets(self) -> pl.DataFrame:
-        return self.report("datasets")
+        return self.query(report="datasets")
 
     def instances(self, dataset: str) -> pl.DataFrame:
         return self.store.instances(dataset)
 
+    # -- SQL -----------------------------------------------------------------------------------
+    def query(self, sql: str | None = None, params: list | None = None, *, report: str | None = None) -> pl.DataFrame:
+        """Run SQL, or the canned report `sql/reports/NAME.sql` (`report=`): `itaudit query`.
+
+        Python code already has the filesystem, so this runs on the workspace's own connection
+        (reads and writes); the CLI runs user SQL read-only and without file access."""
+        if (sql is None) == (report is None):
+            raise ItauditError("give either SQL or report=NAME")
+        return self.store.query(sqlfiles.report_sql(report) if report else sql, params)
+
+    # -- index and audit -----------------------------------------------------------------------
     def index(self, dataset: str, field: str = "instruction", kind: str = "flat", **params):
         """Embed `field` (cached) and build a FAISS index under `index_dir`: `itaudit index`."""
         from .index import build_index
@@ -66,9 +129,192 @@ class Workspace:
         from .audit.runner import run_checks
 
         run_checks(self.store, dataset, checks, index_dir=self.index_dir, params=params, show_progress=progress)
-        return self.query(
-            "SELECT * FROM (" + sqlfiles.report_sql("checks").rstrip().rstrip(";") + ") WHERE dataset = ?", [dataset]
-        )
+        return self.store.query(
+            "SELECT * FROM (" + sqlfiles.report_sql("checks").rstrip().rstrip(";") + ") WHERE dataset = ?", [dataset])
+
+    def findings(self, dataset: str) -> pl.DataFrame:
+        """One row per instance with `<check>_flag/_score/_cluster` columns (what filter predicates see)."""
+        from .filter import audit_view_sql
+
+        sql, params = audit_view_sql(self.store, dataset)
+        return self.store.query(sql, params)
+
+    # -- models --------------------------------------------------------------------------------
+    def _prompts(self, prompts: Any = None, dataset: str | None = None, limit: int | None = None) -> list:
+        from .models import PromptItem, dataset_prompts, read_prompts
+
+        if (prompts is None) == (dataset is None):
+            raise ItauditError("give either prompts (a file or a list) or dataset=NAME")
+        if dataset is not None:
+            return dataset_prompts(self.store, dataset, limit=limit, first_turn_only=True)
+        if isinstance(prompts, (str, os.PathLike)):
+            return read_prompts(prompts, limit=limit)
+        items = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, str):
+                items.append(PromptItem(str(i), p))
+            elif isinstance(p, Mapping):
+                items.append(PromptItem(str(p.get("id", i)), p.get("instruction") or p.get("prompt") or p.get("question") or "",
+                                        p.get("input") or None, response=p.get("response") or p.get("output") or None))
+            else:
+                raise ItauditError(f"prompt {i}: expected a string or a dict, got {type(p).__name__}")
+        return items[:limit] if limit is not None else items
+
+    def generate(self, model: str, prompts: Any = None, *, dataset: str | None = None, adapter: str | None = None,
+                 limit: int | None = None, max_new_tokens: int = 128, batch_size: int = 4, sample: bool = False,
+                 run_id: str | None = None, progress: bool = False) -> pl.DataFrame:
+        """Answer prompts (a file, a list of strings/dicts, or a dataset's instructions): `itaudit generate`.
+
+        Returns the run's generations (run_id, prompt_id, instruction, response, n_tokens)."""
+        from .models import load_model, run_generation
+
+        items = self._prompts(prompts, dataset, limit)
+        lm = load_model(model, adapter=adapter, show_progress=progress)
+        rid = run_generation(self.store, lm, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             greedy=not sample, show_progress=progress, run_id=run_id)
+        return self.store.query("SELECT run_id, model_id, prompt_id, instruction, response, n_tokens FROM generations "
+                                "WHERE run_id = ? ORDER BY prompt_id", [rid])
+
+    def shift(self, base: str, prompts: Any = None, *, tuned: str | None = None, adapter: str | None = None,
+              dataset: str | None = None, generations: str | None = None, limit: int | None = None,
+              max_new_tokens: int = 128, batch_size: int = 4, reference: str | None = None,
+              run_id: str | None = None, progress: bool = False):
+        """Token distribution shift of tuned-model answers under the base model: `itaudit shift`.
+
+        Answers come from `tuned` (or `base` + `adapter`), from a stored `generations` run, or are
+        given (prompts with responses, or a dataset's own responses). Returns a `ShiftResult`;
+        `shift_categories(run_id)` gives the category shares."""
+        from .models import PromptItem, load_model
+        from .models.loading import LoadedModel, resolve
+        from .shift import analyze
+
+        given, contexts = None, None
+        if generations is not None:
+            g = self.store.query("SELECT prompt_id, instruction, prompt, response FROM generations WHERE run_id = ? "
+                                 "ORDER BY prompt_id", [generations])
+            if not g.height:
+                raise ItauditError(f"no generations with run id {generations!r}")
+            g = g.head(limit) if limit is not None else g
+            items = [PromptItem(p, i) for p, i in zip(g["prompt_id"], g["instruction"], strict=True)]
+            contexts, given = g["prompt"].to_list(), g["response"].to_list()
+        else:
+            items = self._prompts(prompts, dataset, limit)
+            if tuned is None and adapter is None:
+                given = [it.response or "" for it in items]
+                if not any(given):
+                    raise ItauditError("shift: give tuned=MODEL, adapter=DIR, generations=RUN or prompts with responses")
+        if adapter is not None:
+            tuned_lm = load_model(base, adapter=adapter, show_progress=progress)
+            base_lm = LoadedModel(tuned_lm.model, tuned_lm.tokenizer, resolve(base)[1], tuned_lm.source)
+        else:
+            base_lm = load_model(base, show_progress=progress)
+            tuned_lm = load_model(tuned, show_progress=progress) if tuned is not None else None
+        if reference is not None:
+            self.store.require_dataset(reference)
+        return analyze(self.store, base_lm, items, tuned=tuned_lm, adapter_mode=adapter is not None, responses=given,
+                       contexts=contexts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       reference_dataset=reference, run_id=run_id, show_progress=progress)
+
+    def shift_categories(self, run_id: str) -> pl.DataFrame:
+        """Tokens per category (unshifted / marginal / shifted) of a shift run, with shares."""
+        return self.store.query(
+            "SELECT category, count(*) AS tokens, count(*) / sum(count(*)) OVER () AS share FROM shift_tokens "
+            "WHERE run_id = ? GROUP BY category ORDER BY list_position(['unshifted', 'marginal', 'shifted'], category)",
+            [run_id])
+
+    def tune(self, base: str, dataset: str, out: str | os.PathLike, *, progress: bool = False, **config: Any):
+        """Fine-tune `base` on `dataset` (LoRA by default; any `TuneConfig` field): `itaudit tune`.
+
+        Returns a `TuneResult` (run_id, out, losses, ...)."""
+        from .tune import TuneConfig
+        from .tune import tune as run_tune
+
+        cfg = TuneConfig(base=base, dataset=dataset, out=Path(out), **config)
+        return run_tune(self.store, cfg, show_progress=progress)
+
+    def trace(self, dataset: str, *, progress: bool = False, **request: Any):
+        """Trace likely hallucinated spans of responses back to `dataset`: `itaudit trace`.
+
+        `request` holds the fields of `itaudit.trace.api.TraceRequest` (responses=FILE,
+        tuned=MODEL + prompts=FILE, generations=RUN, shift_run=RUN, base=, control=, ...).
+        Returns a `TraceOutcome` (run_id, summary, excess over the control, ...)."""
+        from .trace.api import TraceRequest, trace_dataset
+
+        for key in ("responses", "prompts", "adapter", "index_dir"):
+            if request.get(key) is not None:
+                request[key] = Path(request[key])
+        request.setdefault("index_dir", self.index_dir)
+        return trace_dataset(self.store, TraceRequest(dataset=dataset, **request), show_progress=progress)
+
+    def trace_spans(self, run_id: str) -> pl.DataFrame:
+        """The candidate spans of a trace run with their top source (one row per span)."""
+        return self.store.query("SELECT * FROM trace_spans WHERE run_id = ? ORDER BY response_id, span_id", [run_id])
+
+    # -- filter and report ---------------------------------------------------------------------
+    def filter(self, dataset: str, out: str | os.PathLike | None = None, *,
+               policy: str | os.PathLike | Mapping | Policy | None = None, where: Sequence[str] = (),
+               drop: Sequence[str] = (), format: str = "jsonl", normalized: bool = False,
+               multi_turn: str | None = None, allow_files: bool = False,
+               as_dataset: bool = False) -> FilterResult | datasets.Dataset:
+        """Keep/drop instances by rules over the audit results: `itaudit filter`.
+
+        `policy` is "default", a policy file, a dict or a `Policy`; `where` keeps rows matching SQL
+        predicates, `drop` drops them. With `out`, exports (jsonl/parquet/hf) and writes a
+        manifest: returns a `FilterResult`. With `as_dataset=True` returns the kept records as a
+        `datasets.Dataset` (original records, or normalized ones with `normalized=True`)."""
+        from .filter import Policy, filter_dataset, load_policy, parse_policy
+
+        if isinstance(policy, Policy):
+            pol = policy
+        elif isinstance(policy, Mapping):
+            pol = parse_policy(dict(policy), "policy")
+        elif policy is not None:
+            pol = load_policy(Path(policy))
+        else:
+            pol = Policy(name="api")
+        extra = [{"name": f"where[{i}] {w}", "keep_where": w} for i, w in enumerate(where)]
+        extra += [{"name": f"drop[{i}] {d}", "drop_where": d} for i, d in enumerate(drop)]
+        if extra:
+            pol.rules.extend(parse_policy({"rules": extra}, "arguments").rules)
+        if multi_turn is not None:
+            pol.multi_turn = multi_turn
+        if as_dataset:
+            import datasets
+
+            from .filter.select import _columns, kept_records
+
+            records = kept_records(self.store, dataset, pol, normalized=normalized, allow_files=allow_files)
+            if not records:
+                raise ItauditError(f"filter: every instance of {dataset!r} was dropped")
+            datasets.disable_progress_bars()
+            return datasets.Dataset.from_dict(_columns(records))
+        if out is None:
+            raise ItauditError("filter: give out=PATH to export, or as_dataset=True")
+        return filter_dataset(self.store, dataset, pol, out, format, normalized=normalized, allow_files=allow_files)
+
+    def report(self, dataset: str, html: str | os.PathLike | None = None, *,
+               screenshot: str | os.PathLike | None = None) -> pl.DataFrame:
+        """Per-check summary of `dataset` (and the HTML report with `html=`): `itaudit report`.
+
+        Returns one row per check: check, scored, flagged, share, finding (in words)."""
+        from .report import write_report
+        from .report.html import check_views
+        from .report.summary import finding_lines
+
+        self.store.require_dataset(dataset)
+        views = check_views(self.store, dataset)
+        frame = pl.DataFrame({
+            "check": [v.check for v in views], "scored": [v.n for v in views], "flagged": [v.flagged for v in views],
+            "share": [v.flagged / v.n if v.n else 0.0 for v in views],
+            "finding": ["; ".join(finding_lines(v)) for v in views],
+        }, schema={"check": pl.Utf8, "scored": pl.Int64, "flagged": pl.Int64, "share": pl.Float64, "finding": pl.Utf8})
+        if html is not None:
+            write_report(self.store, dataset, html)
+            if screenshot is not None:
+                from .report.browser import screenshot as shoot
+
+                shoot(html, screenshot)
+        return frame
 
 
 def open(db: str | os.PathLike | None = None, index_dir: str | os.PathLike | None = None) -> Workspace:  # noqa: A001

@@ -136,7 +136,7 @@ def test_python_api(tmp_path, fixtures):
         ds = ws.datasets()
         assert ds["name"].to_list() == ["lima", "msgs"] and ds["n_rows"].to_list() == [3, 3]
         assert ws.instances("msgs")["system"][0] == "You are a poet."
-        assert ws.report("rejected").height == 0
+        assert ws.query(report="rejected").height == 0
     # the workspace closed its connection: a read-only one can open the file now
     assert itaudit.workspace.query_readonly(p, "SELECT count(*) AS n FROM instances")["n"][0] == 6
 

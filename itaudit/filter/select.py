@@ -162,29 +162,9 @@ def filter_dataset(
     if out.resolve() == Path(info["source_path"]).resolve():
         raise ItauditError(f"refusing to overwrite the source of {dataset!r} ({out}); choose another --out")
     manifest_path = Path(manifest_path) if manifest_path else out.with_name(out.name + ".manifest.json")
-    dropped = apply_policy(store, dataset, policy, allow_files=allow_files)
-    by_rule = _count(dropped.values())
-    inst = store.query("SELECT idx, instance_id, source_row, turn FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
+    dropped, by_rule, inst = _select(store, dataset, info, policy, normalized, allow_files)
     n_total = inst.height
     n_source_rows = inst["source_row"].n_unique()
-    if not normalized:
-        if info["format"] == "oasst" and _is_flat_oasst(store, dataset):
-            raise ItauditError(
-                "OASST message rows cannot be exported in the original format (a kept reply needs "
-                "its dropped parents); use --normalized")
-        groups: dict[int, list[int]] = {}
-        for idx, sr in zip(inst["idx"].to_list(), inst["source_row"].to_list(), strict=False):
-            groups.setdefault(sr, []).append(idx)
-        for members in groups.values():
-            bad = [i for i in members if i in dropped]
-            if not bad:
-                continue
-            if policy.multi_turn == "whole" or len(bad) == len(members):
-                for i in members:
-                    dropped.setdefault(i, f"same record as a dropped turn ({dropped[bad[0]]})")
-            else:  # any: the record survives through its kept turns
-                for i in bad:
-                    dropped.pop(i)
     kept = [i for i in inst["idx"].to_list() if i not in dropped]
     records = _records(store, dataset, kept, normalized)
     n_written = _export(records, out, fmt)
@@ -218,6 +198,41 @@ def filter_dataset(
             [manifest["manifest_id"], dataset, str(out.resolve()), fmt, normalized, len(kept), len(dropped),
              info["fingerprint"], json.dumps(manifest, ensure_ascii=False)])
     return FilterResult(out, manifest_path, manifest)
+
+
+def _select(store: Store, dataset: str, info: dict[str, Any], policy: Policy, normalized: bool,
+            allow_files: bool) -> tuple[dict[int, str], dict[str, int], pl.DataFrame]:
+    """(idx -> drop reason after the multi-turn record rule, drops by rule, instances frame)."""
+    dropped = apply_policy(store, dataset, policy, allow_files=allow_files)
+    by_rule = _count(dropped.values())
+    inst = store.query("SELECT idx, instance_id, source_row, turn FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
+    if not normalized:
+        if info["format"] == "oasst" and _is_flat_oasst(store, dataset):
+            raise ItauditError(
+                "OASST message rows cannot be exported in the original format (a kept reply needs "
+                "its dropped parents); use --normalized")
+        groups: dict[int, list[int]] = {}
+        for idx, sr in zip(inst["idx"].to_list(), inst["source_row"].to_list(), strict=False):
+            groups.setdefault(sr, []).append(idx)
+        for members in groups.values():
+            bad = [i for i in members if i in dropped]
+            if not bad:
+                continue
+            if policy.multi_turn == "whole" or len(bad) == len(members):
+                for i in members:
+                    dropped.setdefault(i, f"same record as a dropped turn ({dropped[bad[0]]})")
+            else:  # any: the record survives through its kept turns
+                for i in bad:
+                    dropped.pop(i)
+    return dropped, by_rule, inst
+
+
+def kept_records(store: Store, dataset: str, policy: Policy, *, normalized: bool = False,
+                 allow_files: bool = False) -> list[dict[str, Any]]:
+    """The records `filter_dataset` would export (in memory, no file, no manifest)."""
+    info = store.require_dataset(dataset)
+    dropped, _, inst = _select(store, dataset, info, policy, normalized, allow_files)
+    return _records(store, dataset, [i for i in inst["idx"].to_list() if i not in dropped], normalized)
 
 
 def _count(values) -> dict[str, int]:
