@@ -202,3 +202,37 @@ def test_filter_and_tune_predicates_refuse_files_unless_allowed(db, tmp_path):
             select_instances(store, "dolly", pred)
         assert select_instances(store, "dolly", pred, allow_files=True)["idx"].to_list() == [1]
         assert select_instances(store, "dolly", "idx IN (SELECT idx FROM instances WHERE idx > 0)")["idx"].to_list() == [1, 2]
+
+
+# -- CLI polish ---------------------------------------------------------------------------------
+
+def test_strict_ingest_error_suggests_skip_invalid(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": ""}\n')
+    err = fail(capsys, "ingest", str(bad), "--name", "b", "--db", str(tmp_path / "x.duckdb"))
+    assert "line2" in err and "emptyresponse" in err and "rerunwith--skip-invalid" in err
+    # a whole-file problem gets no such hint: skipping records cannot fix it
+    unknown = tmp_path / "u.jsonl"
+    unknown.write_text('{"foo": 1}\n')
+    err = fail(capsys, "ingest", str(unknown), "--name", "u", "--db", str(tmp_path / "x.duckdb"))
+    assert "cannotdetecttheformat" in err and "--skip-invalid" not in err
+
+
+def test_piped_summary_keeps_long_findings_whole(tmp_path):
+    """`itaudit report` piped to a file: every finding on one line, nothing cut at 80 columns."""
+    db = tmp_path / "p.duckdb"
+    with itaudit.open(db, index_dir=tmp_path / "idx") as ws:
+        ws.ingest(ROOT / "examples" / "sample_alpaca.jsonl", "alpaca_sample_with_a_long_name")
+        ws.ingest(ROOT / "examples" / "sample_eval.jsonl", "eval_set_with_a_long_name")
+        ws.audit("alpaca_sample_with_a_long_name", ["contamination", "style"],
+                 params={"contamination": {"against": ["eval_set_with_a_long_name"], "embeddings": False}})
+        findings = ws.report("alpaca_sample_with_a_long_name")["finding"].to_list()
+    assert max(len(f) for f in findings) > 80
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "report", "alpaca_sample_with_a_long_name", "--db", str(db)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    for f in findings:
+        for part in f.split("; "):
+            assert any(part in ln for ln in lines), (part, p.stdout)

@@ -9,8 +9,8 @@ from rich.console import Console
 
 from ..store import default_db
 
-console = Console(stderr=True)
 # Piped output is not squeezed into 80 columns: wide tables stay readable in logs and files.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 out = Console(width=None if sys.stdout.isatty() else 200)
 
 DbOption = typer.Option(None, "--db", help="DuckDB file [default: $ITAUDIT_DB or itaudit.duckdb]")

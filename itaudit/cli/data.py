@@ -60,7 +60,14 @@ def register(app: typer.Typer) -> None:
         if not path.exists():  # before opening (and maybe creating) the database
             raise InputError(str(path), None, None, "file does not exist")
         with Store(db_path(db)) as store:
-            r = run_ingest(store, path, name, format.value, skip_invalid=skip_invalid, split=split)
+            try:
+                r = run_ingest(store, path, name, format.value, skip_invalid=skip_invalid, split=split)
+            except InputError as e:
+                if skip_invalid or not e.skippable:   # whole-file problems: skipping records cannot help
+                    raise
+                raise InputError(e.file, e.location, e.field,
+                                 f"{e.reason}\n(nothing was ingested; to record bad rows in rejected_rows and "
+                                 f"ingest the rest, rerun with --skip-invalid)") from None
         if r.unchanged:
             console.print(f"[green]{name}[/]: unchanged ({r.n_rows} instances), nothing to do")
             return

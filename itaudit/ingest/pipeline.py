@@ -155,7 +155,7 @@ def ingest(
             first = rec
             break
         if not skip_invalid:
-            raise InputError(str(path), rec.location, None, rec.error)
+            raise InputError(str(path), rec.location, None, rec.error, skippable=True)
         bad_lead.append(rec)
     if first is None:
         if bad_lead:
@@ -176,7 +176,7 @@ def ingest(
 
     def reject(rec: Record, err: formats.FieldError) -> None:
         if not skip_invalid:
-            raise InputError(str(path), rec.location, err.field, err.reason)
+            raise InputError(str(path), rec.location, err.field, err.reason, skippable=True)
         nonlocal n_rejected
         n_rejected += 1
         raw = rec.raw if rec.raw is not None else _JSON_RAW.encode(rec.data)
