@@ -178,7 +178,7 @@ def main() -> None:
             for k, (fit, test) in enumerate(((True, False), (False, True))):
                 fit_tr = [t for t, h in zip(c_tr, half, strict=True) if h == fit]
                 test_tr = [t for t, h in zip(c_tr, half, strict=True) if h == test]
-                th = calibrate(fit_tr, 0.05)
+                th = calibrate(fit_tr, 0.05, floor=DEFAULT_THRESHOLD)
                 relabel_all(test_tr, th)
                 cf[f"fold{k}"] = {"threshold": round(th, 4), **false_likely(test_tr)}
                 relabel_all(test_tr, DEFAULT_THRESHOLD)
@@ -190,7 +190,7 @@ def main() -> None:
                     t_tr = tracer.trace(items_from(ans[m], base))
                     e = excess(t_tr, c_tr, n_boot=a.boot).as_dict()
                     res[f"excess_{m}_{setting}"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in e.items()}
-                    th = calibrate(c_tr, 0.05)
+                    th = calibrate(c_tr, 0.05, floor=DEFAULT_THRESHOLD)
                     relabel_all(t_tr, th)
                     relabel_all(c_tr, th)
                     e = excess(t_tr, c_tr, n_boot=a.boot).as_dict()

@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         adapter: Path = typer.Option(None, "--adapter", help="LoRA adapter on top of --tuned"),
         shift_run: str = typer.Option(None, "--shift-run", help="reuse the token categories of a stored `itaudit shift` run"),
         control: str = typer.Option(None, "--control", help="negative control answering the same prompts: 'base', a model, or a responses file; prints the excess borrowing"),
-        calibrate: bool = typer.Option(False, "--calibrate", help="set the likely-source threshold from the control (at most --target-share of its spans likely)"),
+        calibrate: bool = typer.Option(False, "--calibrate", help="raise the likely-source threshold (never below --threshold) until at most --target-share of the control's spans are likely"),
         target_share: float = typer.Option(0.05, "--target-share", help="share of control spans allowed to be likely with --calibrate"),
         threshold: float = typer.Option(0.5, "--threshold", help="likely source: span evidence (prior x specificity) >= this"),
         near_copy: bool = typer.Option(True, "--near-copy/--no-near-copy", help="near-copy evidence (rare words within a small edit distance)"),

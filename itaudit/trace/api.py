@@ -222,7 +222,7 @@ def trace_dataset(store: Store, req: TraceRequest, *, show_progress: bool = Fals
             tuned_cmp, ctrl_tr = traces, tracer.trace(ctrl)
         threshold = req.threshold
         if req.calibrate:
-            threshold = calibrate(ctrl_tr, req.target_share)
+            threshold = calibrate(ctrl_tr, req.target_share, floor=req.threshold)
             for tr in {id(traces): traces, id(tuned_cmp): tuned_cmp, id(ctrl_tr): ctrl_tr}.values():
                 relabel_all(tr, threshold)
             main.threshold = threshold

@@ -4,7 +4,7 @@ A control model (the base, the untuned model, or any given responses) answers th
 it never saw the IT data, so every span of its answers marked "likely source" is a false
 attribution. Both sides are traced with the same candidate procedure and the same threshold:
 
-- `calibrate(control, share)`: the lowest threshold (>= MIN_THRESHOLD) at which at most `share`
+- `calibrate(control, share, floor)`: the lowest threshold (>= floor) at which at most `share`
   of the control's candidate spans are marked likely;
 - `excess(tuned, control)`: tuned traced share - control traced share, with a percentile
   bootstrap interval over responses (paired by prompt when both sides answered the same prompts).
@@ -30,15 +30,18 @@ def relabel_all(traces: list[ResponseTrace], threshold: float) -> None:
             relabel(s, threshold)
 
 
-def calibrate(control: list[ResponseTrace], share: float = 0.05) -> float:
-    """Smallest threshold at which <= `share` of the control's candidate spans would be likely."""
+def calibrate(control: list[ResponseTrace], share: float = 0.05, floor: float = MIN_THRESHOLD) -> float:
+    """Smallest threshold >= `floor` at which <= `share` of the control's candidate spans would be likely.
+
+    `trace --calibrate` passes the default threshold as the floor: calibration only raises it (a
+    quantile of a few dozen control spans is too noisy to lower a bar set from first principles)."""
     ev = np.sort(np.array([s.evidence for t in control for s in t.spans if s.evidence > 0], dtype=float))[::-1]
     n = sum(len(t.spans) for t in control)
     allowed = int(np.floor(share * n + 1e-9))
     if len(ev) <= allowed:
-        return MIN_THRESHOLD
+        return float(floor)
     # spans at or above the threshold are likely: put it just above the (allowed+1)-th strongest
-    return float(max(MIN_THRESHOLD, np.nextafter(ev[allowed], np.inf)))
+    return float(max(floor, np.nextafter(ev[allowed], np.inf)))
 
 
 def counts(traces: list[ResponseTrace]) -> tuple[np.ndarray, np.ndarray]:

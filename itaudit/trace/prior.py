@@ -8,7 +8,7 @@ models give the prior:
 - general-language word frequency, `wordfreq` (English Zipf scale: log10 of occurrences per
   billion words; "the" 7.7, "message" 5.0, "breathtaking" 3.6, "guacamole" 2.9, unknown words 0).
   A word's *rarity* is 0 at Zipf >= 4 (ten per million words and more: common English) and rises
-  linearly to 1 at Zipf <= 1; a phrase's rarity is the noisy-OR of its content words' rarities, so
+  linearly to 1 at Zipf <= 1 (numbers: at most FLOOR); a phrase's rarity is the noisy-OR of its content words' rarities, so
   one rare word is enough and a phrase of common words is never rare;
 - the base model's surprisal of the matched words given the prompt and the preceding response
   (bits, summed over their tokens; the URIAL/AlignTDS notion), when token scores are available.
@@ -48,9 +48,13 @@ def zipf(word: str, lang: str = LANG) -> float:
 
 
 def word_rarity(word: str, lang: str = LANG) -> float:
-    """0 for common words (Zipf >= 4), 1 for words unknown to general language (Zipf <= 1)."""
+    """0 for common words (Zipf >= 4), 1 for words unknown to general language (Zipf <= 1).
+
+    A number (digits only) is at most FLOOR: any one year or count is rare, but numbers are a small
+    closed class a model picks from by chance, so a number alone is never a likely source."""
     z = zipf(word, lang)
-    return min(1.0, max(0.0, (Z_COMMON - z) / (Z_COMMON - Z_RARE)))
+    r = min(1.0, max(0.0, (Z_COMMON - z) / (Z_COMMON - Z_RARE)))
+    return min(r, FLOOR) if word.isdigit() else r
 
 
 def phrase_rarity(rarities: Sequence[float]) -> float:
