@@ -108,3 +108,16 @@ def test_cli_generate_stores_and_resumes(tmp_path: Path, tiny: Path) -> None:
     assert df.height == 4 and set(df["run_id"]) == {"g1"}
     assert json.loads(df["settings"][0])["max_new_tokens"] == 6
     assert df["prompt"][0].startswith("<|bos|><|user|>") and all(n <= 6 for n in df["n_tokens"])
+
+
+def test_prompt_items_from_lists_and_errors(tmp_path) -> None:
+    from itaudit.errors import ItauditError
+    from itaudit.models import prompt_items
+
+    items = prompt_items(prompts=["Say hi", {"id": "q7", "question": "Why?", "output": "Because."}])
+    assert [(i.prompt_id, i.instruction, i.response) for i in items] == [("0", "Say hi", None), ("q7", "Why?", "Because.")]
+    assert len(prompt_items(prompts=["a", "b", "c"], limit=2)) == 2
+    with pytest.raises(ItauditError, match="either prompts"):
+        prompt_items(prompts=["a"], dataset="d")
+    with pytest.raises(ItauditError, match="prompt 1: expected a string or a dict"):
+        prompt_items(prompts=["a", 3])

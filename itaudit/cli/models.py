@@ -6,21 +6,10 @@ from pathlib import Path
 
 import typer
 
-from ..errors import ItauditError
 from .common import DbOption, console, db_path
 
 ModelOption = typer.Option(..., "--model", "-m", help="alias (smollm2, gemma3-270m), HF model dir, or .gguf file")
 AdapterOption = typer.Option(None, "--adapter", help="PEFT LoRA adapter directory loaded on top of the model")
-
-
-def load_items(prompts: Path | None, dataset: str | None, store, limit: int | None, all_turns: bool = False):
-    from ..models import dataset_prompts, read_prompts
-
-    if (prompts is None) == (dataset is None):
-        raise ItauditError("give either --prompts FILE or --dataset NAME")
-    if prompts is not None:
-        return read_prompts(prompts, first_turn_only=not all_turns, limit=limit)
-    return dataset_prompts(store, dataset, limit=limit, first_turn_only=not all_turns)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,17 +30,12 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     ) -> None:
         """Generate responses for a prompt set (greedy, batched) into the `generations` table."""
-        from ..models import load_model, run_generation
+        from ..models import generate_run
         from ..store import Store
 
-        if max_new_tokens < 1 or batch_size < 1:
-            raise ItauditError("--max-new-tokens and --batch-size must be >= 1")
         with Store(db_path(db)) as store:
-            items = load_items(prompts, dataset, store, limit, all_turns)
-            lm = load_model(model, adapter=str(adapter) if adapter else None)
-            lm.use_chat_template = not plain
-            rid = run_generation(store, lm, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                 greedy=not sample, show_progress=not quiet, run_id=run_id)
-            n = store.query("SELECT count(*) AS n FROM generations WHERE run_id = ?", [rid])["n"][0]
-        console.print(f"[green]{rid}[/]: {n} generations by {lm.model_id} "
-                      f"(query: SELECT prompt_id, response FROM generations WHERE run_id = '{rid}')")
+            run = generate_run(store, model, prompts=prompts, dataset=dataset, adapter=adapter, limit=limit,
+                               all_turns=all_turns, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               sample=sample, plain=plain, run_id=run_id, show_progress=not quiet)
+        console.print(f"[green]{run.run_id}[/]: {run.n_generations} generations by {run.model_id} "
+                      f"(query: SELECT prompt_id, response FROM generations WHERE run_id = '{run.run_id}')")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..errors import ItauditError
 from .common import DbOption, console, db_path
 
 
@@ -32,72 +31,17 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Rank/probability of each tuned-model token under the base model, KL, categories."""
-        from ..models import dataset_prompts, load_model, read_prompts
-        from ..models.loading import LoadedModel, load_tokenizer, resolve
-        from ..shift import analyze
+        from ..shift.api import run_info, run_shift, shift_categories
         from ..store import Store
         from .data import print_frame
 
-        n_tuned = sum(x is not None for x in (tuned, adapter, responses, generations))
-        if n_tuned == 0 and dataset is None:
-            raise ItauditError("give --tuned M, --adapter DIR, --responses FILE, --generations RUN or --dataset NAME")
-        if n_tuned > 1:
-            raise ItauditError("give only one of --tuned, --adapter, --responses, --generations")
-        if max_new_tokens < 1 or batch_size < 1:
-            raise ItauditError("--max-new-tokens and --batch-size must be >= 1")
         with Store(db_path(db)) as store:
-            contexts = None
-            given: list[str] | None = None
-            if responses is not None:
-                items = read_prompts(responses, limit=limit)
-                missing = [it.prompt_id for it in items if not it.response]
-                if missing:
-                    raise ItauditError(f"{responses}: {len(missing)} records have no response (e.g. {missing[0]})")
-                given = [it.response for it in items]
-            elif generations is not None:
-                from ..models import PromptItem
-
-                df = store.query("SELECT prompt_id, instruction, prompt, response FROM generations WHERE run_id = ?"
-                                 " ORDER BY prompt_id" + (f" LIMIT {int(limit)}" if limit else ""), [generations])
-                if df.height == 0:
-                    raise ItauditError(f"no generations with run id {generations!r}")
-                items = [PromptItem(r["prompt_id"], r["instruction"]) for r in df.iter_rows(named=True)]
-                contexts, given = df["prompt"].to_list(), df["response"].to_list()
-            elif prompts is not None and dataset is not None:
-                raise ItauditError("give either --prompts FILE or --dataset NAME")
-            elif prompts is not None:
-                items = read_prompts(prompts, limit=limit)
-            elif dataset is not None:
-                items = dataset_prompts(store, dataset, limit=limit)
-                if tuned is None and adapter is None:
-                    given = [it.response or "" for it in items]
-            else:
-                raise ItauditError("give --prompts FILE or --dataset NAME")
-            if reference is not None:
-                store.require_dataset(reference)
-
-            if adapter is not None:
-                tuned_lm = load_model(base, adapter=str(adapter))
-                base_lm = LoadedModel(tuned_lm.model, tuned_lm.tokenizer, resolve(base)[1], tuned_lm.source)
-            else:
-                base_lm = load_model(base)
-                tuned_lm = load_model(tuned) if tuned is not None else None
-            context_lm = None
-            if template_from is not None:
-                context_lm = LoadedModel(None, load_tokenizer(resolve(template_from)[0]), template_from)
-            for lm in (base_lm, tuned_lm, context_lm):
-                if lm is not None and plain:
-                    lm.use_chat_template = False
-            res = analyze(store, base_lm, items, tuned=tuned_lm, adapter_mode=adapter is not None,
-                          responses=given, context_lm=context_lm, contexts=contexts,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size, reference_dataset=reference,
-                          budget_mb=budget_mb, run_id=run_id, show_progress=not quiet)
-            runs = store.query("SELECT retokenized, kl_available FROM shift_runs WHERE run_id = ?", [res.run_id])
-            cats = store.query(
-                "SELECT category, count(*) AS tokens, round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct,"
-                " avg(kl) AS mean_kl FROM shift_tokens WHERE run_id = ? GROUP BY category"
-                " ORDER BY list_position(['unshifted', 'marginal', 'shifted'], category)", [res.run_id])
-        r = runs.row(0, named=True)
+            res = run_shift(store, base, tuned=tuned, adapter=adapter, responses=responses, generations=generations,
+                            prompts=prompts, dataset=dataset, limit=limit, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, reference=reference, template_from=template_from, plain=plain,
+                            budget_mb=budget_mb, run_id=run_id, show_progress=not quiet)
+            r = run_info(store, res.run_id)
+            cats = shift_categories(store, res.run_id)
         console.print(
             f"[green]{res.run_id}[/]: {res.n_tokens:,} tokens of {res.n_prompts} responses; "
             f"KL {'computed' if r['kl_available'] else '[yellow]not available[/] (vocabularies differ or no tuned model)'}"

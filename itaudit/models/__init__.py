@@ -5,7 +5,15 @@
     generate(lm, ["Name three colours."], max_new_tokens=32)
 """
 
-from .generation import eos_ids, generate, generate_ids, pad_id, run_generation
+from .generation import (
+    GenerationRun,
+    eos_ids,
+    generate,
+    generate_ids,
+    generate_run,
+    pad_id,
+    run_generation,
+)
 from .loading import (
     ALIASES,
     PLAIN_TEMPLATE,
@@ -15,10 +23,11 @@ from .loading import (
     load_model,
     resolve,
 )
-from .prompts import PromptItem, dataset_prompts, read_prompts
+from .prompts import PromptItem, dataset_prompts, prompt_items, read_prompts
 
 __all__ = [
-    "ALIASES", "PLAIN_TEMPLATE", "LoadedModel", "PromptItem", "cache_root", "dataset_prompts",
-    "dequantize_gguf", "eos_ids", "generate", "generate_ids", "load_model", "pad_id", "read_prompts",
+    "ALIASES", "PLAIN_TEMPLATE", "GenerationRun", "LoadedModel", "PromptItem", "cache_root", "dataset_prompts",
+    "dequantize_gguf", "eos_ids", "generate", "generate_ids", "generate_run", "load_model", "pad_id",
+    "prompt_items", "read_prompts",
     "resolve", "run_generation",
 ]

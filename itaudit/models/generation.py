@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 import torch
 
+from ..errors import ItauditError
 from ..progress import progress_bar
 from ..store import Store
 from .batching import pad_batch
@@ -142,3 +144,42 @@ def run_generation(
                 store.insert_frame("generations", pl.DataFrame(rows, schema=_GEN_SCHEMA))
             bar.advance(len(chunk))
     return run_id
+
+
+@dataclass
+class GenerationRun:
+    run_id: str
+    model_id: str
+    n_generations: int
+
+
+def generate_run(
+    store: Store,
+    model: str,
+    *,
+    prompts: Any = None,
+    dataset: str | None = None,
+    adapter: str | None = None,
+    limit: int | None = None,
+    all_turns: bool = False,
+    max_new_tokens: int = 128,
+    batch_size: int = 4,
+    sample: bool = False,
+    plain: bool = False,
+    run_id: str | None = None,
+    show_progress: bool = True,
+) -> GenerationRun:
+    """`itaudit generate`: load `model` (+ `adapter`), answer the prompts (a file, a list, or a
+    dataset's instructions) and store them in `generations`; resumable by `run_id`."""
+    from .loading import load_model
+    from .prompts import prompt_items
+
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ItauditError("--max-new-tokens and --batch-size must be >= 1")
+    items = prompt_items(store, prompts, dataset, limit=limit, first_turn_only=not all_turns)
+    lm = load_model(model, adapter=str(adapter) if adapter else None, show_progress=show_progress)
+    lm.use_chat_template = not plain
+    rid = run_generation(store, lm, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         greedy=not sample, show_progress=show_progress, run_id=run_id)
+    n = int(store.query("SELECT count(*) AS n FROM generations WHERE run_id = ?", [rid])["n"][0])
+    return GenerationRun(rid, str(lm.model_id), n)

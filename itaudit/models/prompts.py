@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ItauditError
 from ..ingest import formats
 from ..ingest.readers import read_records
 from ..store import Store
@@ -75,3 +78,28 @@ def dataset_prompts(store: Store, dataset: str, *, limit: int | None = None,
                    r["category"], dataset, r["idx"])
         for r in df.iter_rows(named=True)
     ]
+
+
+def prompt_items(store: Store | None = None, prompts: Any = None, dataset: str | None = None, *,
+                 limit: int | None = None, first_turn_only: bool = True) -> list[PromptItem]:
+    """Prompts from exactly one source: a file (any ingest format), a list of strings or dicts
+    (`instruction`/`prompt`/`question`, optional `input`, `response`/`output`, `id`), or an
+    ingested dataset (`store` needed)."""
+    if (prompts is None) == (dataset is None):
+        raise ItauditError("give either prompts (--prompts FILE, or a list) or a dataset (--dataset NAME)")
+    if dataset is not None:
+        if store is None:
+            raise ItauditError("prompts from a dataset need a store")
+        return dataset_prompts(store, dataset, limit=limit, first_turn_only=first_turn_only)
+    if isinstance(prompts, (str, os.PathLike)):
+        return read_prompts(prompts, first_turn_only=first_turn_only, limit=limit)
+    items = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            items.append(PromptItem(str(i), p))
+        elif isinstance(p, Mapping):
+            items.append(PromptItem(str(p.get("id", i)), p.get("instruction") or p.get("prompt") or p.get("question") or "",
+                                    p.get("input") or None, response=p.get("response") or p.get("output") or None))
+        else:
+            raise ItauditError(f"prompt {i}: expected a string or a dict, got {type(p).__name__}")
+    return items[:limit] if limit is not None else items
