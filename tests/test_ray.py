@@ -1,4 +1,5 @@
-"""RayExecutor on a real local Ray cluster (2 CPUs): identical results to local, actor pools, a killed worker."""
+"""RayExecutor on a real local Ray cluster (2 CPUs): identical results to local, actor pools, a killed
+worker retried, a failed stage resumed; results stored in DuckDB by the runner exactly once."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ pytest.importorskip("ray.data")
 
 from itaudit.audit import minhash as mh  # noqa: E402
 from itaudit.audit import near_duplicates as nd  # noqa: E402
+from itaudit.audit.style import Style  # noqa: E402
 from itaudit.steps.base import Resources, Step  # noqa: E402
 from itaudit.steps.executor_ray import RayExecutor  # noqa: E402
+from itaudit.steps.runner import Runner  # noqa: E402
 from tests.conftest import SHARED_DATA  # noqa: E402
 
 CHUNK = 300
@@ -94,24 +97,47 @@ def test_model_steps_run_on_a_pool_of_long_lived_actors(ray_executor, frame) -> 
     assert out["loads"].max() == 1  # each actor loaded its model once for all its chunks
 
 
-class SlowOnce(Step):
-    """Chunk 2 writes its worker pid and waits until the test has killed that worker once."""
+@pytest.fixture
+def alp_store(store, tmp_path: Path, frame: pl.DataFrame):
+    from itaudit.ingest import ingest
 
-    name = "test_slow_once"
+    rows = [{"instruction": i, "input": x, "output": r} for i, x, r in
+            zip(frame["instruction"], frame["input"], frame["response"], strict=True)]
+    src = tmp_path / "a.json"
+    src.write_text(json.dumps(rows))
+    ingest(store, src, "alp", "alpaca", show_progress=False)
+    return store
 
-    def __init__(self, params=None, marker: str = ""):
-        super().__init__(params)
-        self.marker = marker
+
+class SlowStyle(Style):
+    """The style step; chunk 2 writes its worker pid and waits until the test killed that worker."""
+
+    marker = ""
 
     def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> pl.DataFrame:
         m = Path(self.marker)
         if rank == 2 and not (m.parent / "killed").exists():
             m.write_text(str(os.getpid()))
             time.sleep(60)
-        return pl.DataFrame({"idx": rows["idx"], "rank": [rank] * rows.height})
+        return super().compute_chunk(rows, rank, world_size)
 
 
-def test_killed_worker_is_retried_no_lost_or_duplicate_chunks(ray_executor, frame, tmp_path: Path) -> None:
+def _stored(store) -> pl.DataFrame:
+    return store.query("SELECT * EXCLUDE (dataset) FROM style_features WHERE dataset = 'alp' ORDER BY idx")
+
+
+def test_runner_on_ray_stores_what_local_stores(ray_executor, alp_store) -> None:
+    from itaudit.steps.executor import LocalExecutor
+
+    local = Runner(alp_store, "alp", executor=LocalExecutor(), chunk_rows=CHUNK, show_progress=False).run([Style()])
+    want = _stored(alp_store)
+    got = Runner(alp_store, "alp", executor=ray_executor, chunk_rows=CHUNK, show_progress=False).run([Style()])
+    assert _stored(alp_store).equals(want) and want.height == alp_store.require_dataset("alp")["n_rows"]
+    assert np.array_equal(got[0].result.flag, local[0].result.flag)
+    assert got[0].result.summary["top_openings"] == local[0].result.summary["top_openings"]
+
+
+def test_killed_worker_mid_stage_no_lost_or_duplicate_rows(ray_executor, alp_store, tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     killed: list[int] = []
 
@@ -127,13 +153,48 @@ def test_killed_worker_is_retried_no_lost_or_duplicate_chunks(ray_executor, fram
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    parts = chunks(frame)
-    t0 = time.perf_counter()
-    results = list(ray_executor.map(SlowOnce(marker=str(marker)), iter(parts), len(parts)))
+    step = SlowStyle()
+    step.marker = str(marker)
+    Runner(alp_store, "alp", executor=ray_executor, chunk_rows=CHUNK, show_progress=False).run([step])
     t.join(5)
     assert killed, "the worker running chunk 2 was never started"
-    assert time.perf_counter() - t0 < 50  # retried at once, not after the 60 s sleep
-    ids = [c for c, _ in results]
-    assert sorted(ids) == list(range(len(parts)))  # every chunk exactly once
-    out = pl.concat([df for _, df in sorted(results, key=lambda x: x[0])])
-    assert out["idx"].to_list() == frame["idx"].to_list()
+    with pytest.raises(ProcessLookupError):  # that worker is gone: chunk 2 came from a retry
+        os.kill(killed[0], 0)
+    n = alp_store.require_dataset("alp")["n_rows"]
+    stored = _stored(alp_store)
+    assert stored.height == n and stored["idx"].n_unique() == n  # every row exactly once
+    marks = alp_store.query("SELECT chunk_id FROM step_chunks WHERE dataset = 'alp' AND step = 'style'")
+    assert sorted(marks["chunk_id"].to_list()) == list(range(-(-n // CHUNK)))
+
+
+class FailsAfter:
+    """An executor whose cluster is lost after `k` chunks (the stage fails as a whole)."""
+
+    def __init__(self, inner, k: int):
+        self.inner, self.k = inner, k
+
+    def map(self, step, chunks, world_size):
+        for i, out in enumerate(self.inner.map(step, chunks, world_size)):
+            if i == self.k:
+                raise RuntimeError("cluster lost")
+            yield out
+
+
+def test_a_failed_stage_resumes_from_completed_chunks(ray_executor, alp_store) -> None:
+    with pytest.raises(RuntimeError, match="cluster lost"):
+        Runner(alp_store, "alp", executor=FailsAfter(ray_executor, 2), chunk_rows=CHUNK,
+               show_progress=False).run([Style()])
+    assert _stored(alp_store).height == 2 * CHUNK  # the two committed chunks
+    seen: list[int] = []
+
+    class Counting:
+        def map(self, step, chunks, world_size):
+            chunks = list(chunks)
+            seen.extend(c for c, _ in chunks)
+            yield from ray_executor.map(step, iter(chunks), world_size)
+
+    Runner(alp_store, "alp", executor=Counting(), chunk_rows=CHUNK, show_progress=False).run([Style()])
+    n = alp_store.require_dataset("alp")["n_rows"]
+    assert len(seen) == -(-n // CHUNK) - 2  # only the missing chunks ran again
+    stored = _stored(alp_store)
+    assert stored.height == n and stored["idx"].n_unique() == n
