@@ -148,14 +148,15 @@ def bench_kinds(vecs: np.ndarray, rows: list[dict], n_queries: int) -> None:
 
 
 def bench_minhash(texts: list[str], rows: list[dict]) -> None:
+    import polars as pl
     from datasketch import MinHash, MinHashLSH
 
-    from itaudit.audit.duplicates import normalize_text
-    from itaudit.audit.near_duplicates import jaccard, minhash_pairs, shingle_hashes
+    from itaudit import text
+    from itaudit.audit.near_duplicates import instance_shingles, jaccard, minhash_pairs
 
-    words = [normalize_text(t).split()[:2000] for t in texts]
+    words = [text.words(t)[:2000] for t in texts]
     t0 = time.perf_counter()
-    sh = [shingle_hashes(w) for w in words]
+    sh = instance_shingles(pl.DataFrame({"instruction": texts, "input": [""] * len(texts), "response": [""] * len(texts)}))
     ours, _ = minhash_pairs(sh, threshold=0.8)
     t_ours = time.perf_counter() - t0
     # plain datasketch: shingle strings, default sha1 hashing, one update per shingle

@@ -41,14 +41,15 @@ def lock_timeout() -> float:
         raise ItauditError(f"ITAUDIT_LOCK_TIMEOUT must be a number of seconds, got {raw!r}") from None
 
 
-def connect(path: str | os.PathLike, *, read_only: bool = False, timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+def connect(path: str | os.PathLike, *, read_only: bool = False, timeout: float | None = None,
+            config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     """Open `path`, waiting up to `timeout` seconds while another process holds its lock."""
     timeout = lock_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
         except duckdb.IOException as e:
             m = _LOCK_PID.search(str(e))
             if m is None:

@@ -31,7 +31,9 @@ def connect_readonly(path: str | os.PathLike, *, allow_files: bool = False) -> d
     if not p.exists():
         raise FileNotFoundError(f"database {p} does not exist; run `itaudit ingest` first")
     config = {} if allow_files else {"enable_external_access": False}
-    return duckdb.connect(str(p), read_only=True, config=config)
+    from .store import connect  # waits for a busy file, then names the process holding it
+
+    return connect(p, read_only=True, config=config)
 
 
 def sandbox(tables: Mapping[str, pl.DataFrame | pa.Table]) -> duckdb.DuckDBPyConnection:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 
-from itaudit.audit.duplicates import normalize_text
-from itaudit.audit.near_duplicates import UnionFind, jaccard, minhash_pairs, shingle_hashes
+from itaudit.audit.near_duplicates import UnionFind, instance_shingles, jaccard, minhash_pairs
 from itaudit.audit.runner import CHECKS, AuditContext, register_check, resolve, run_checks
 from itaudit.embed import Embedder
 from itaudit.errors import ItauditError
@@ -45,12 +45,17 @@ def ctx(store, tmp_path, embedder):
     return AuditContext(store, "toy", tmp_path / "idx", show_progress=False, _embedder=embedder)
 
 
-def test_normalize_and_helpers() -> None:
-    assert normalize_text("  Hello,   WORLD!\n") == "hello world"
-    assert normalize_text(None) == ""
-    a = shingle_hashes("a b c d e f g".split())
+def shingles(*responses: str) -> list[np.ndarray]:
+    """Shingles of whole instances with only a response, through the production path."""
+    n = len(responses)
+    return instance_shingles(pl.DataFrame({"instruction": [""] * n, "input": [""] * n, "response": list(responses)}))
+
+
+def test_instance_shingles_and_union_find() -> None:
+    a, b, short, empty = shingles("a b c d e f g", "  A, b. C!  d e\nf G ", "x y", "")
     assert len(a) == 3 and jaccard(a, a) == 1.0
-    assert len(shingle_hashes(["x", "y"])) == 1  # short text: one shingle
+    assert np.array_equal(a, b)  # case, punctuation and whitespace do not matter
+    assert len(short) == 1 and len(empty) == 0  # short text: one shingle; empty: none
     uf = UnionFind(5)
     uf.union(3, 1)
     uf.union(1, 4)
@@ -94,8 +99,7 @@ def test_near_duplicates_clusters_with_both_similarities(ctx, store) -> None:
 
 
 def test_minhash_lexical_only_pair_is_found() -> None:
-    words = LONG.lower().split()
-    docs = [shingle_hashes(words), shingle_hashes(words[:-1] + ["year"]), shingle_hashes("totally other words".split())]
+    docs = shingles(LONG, LONG.rsplit(" ", 1)[0] + " year", "totally other words")
     pairs, mhs = minhash_pairs(docs, threshold=0.8)
     assert list(pairs) == [(0, 1)] and pairs[(0, 1)] >= 0.8 and len(mhs) == 3
 
@@ -129,7 +133,7 @@ def test_registry_and_cli(ctx, store, db_path, capsys) -> None:
 def test_pairs_per_row_are_capped_but_clusters_stay_whole() -> None:
     from itaudit.audit.near_duplicates import UnionFind
 
-    docs = [shingle_hashes(LONG.lower().split()) for _ in range(30)]
+    docs = shingles(*[LONG] * 30)
     pairs, _ = minhash_pairs(docs, threshold=0.8, max_per_row=3)
     assert len(pairs) <= 30 * 3 and all(j > i for i, j in pairs)
     uf = UnionFind(30)

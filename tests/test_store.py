@@ -91,3 +91,75 @@ def test_require_dataset_names_known_ones(store, fixtures):
     assert store.require_dataset("gsm")["n_rows"] == 2
     with pytest.raises(ItauditError, match="known: gsm"):
         store.require_dataset("nope")
+
+
+# -- two processes ---------------------------------------------------------------------------
+HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("BEGIN TRANSACTION")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+con.close()
+"""
+
+
+def _hold(path, seconds: float):
+    """Another process holding a write connection on `path` for `seconds`."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_busy_database_waits_then_names_the_holding_process(db_path, monkeypatch, capsys):
+    import time
+
+    Store(db_path).close()
+    monkeypatch.setenv("ITAUDIT_LOCK_TIMEOUT", "0.5")
+    p = _hold(db_path, 30)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ItauditError, match=rf"busy: process {p.pid} .*waited 0.5s"):
+            Store(db_path)
+        assert 0.5 <= time.monotonic() - t0 < 5
+        from itaudit.cli import main
+
+        with pytest.raises(SystemExit) as e:
+            main(["query", "SELECT 1", "--db", str(db_path)])
+        assert e.value.code == 2 and f"process {p.pid}" in capsys.readouterr().err
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_waiting_command_proceeds_when_the_holder_finishes(db_path, monkeypatch):
+    Store(db_path).close()
+    monkeypatch.setenv("ITAUDIT_LOCK_TIMEOUT", "20")
+    p = _hold(db_path, 1.0)
+    try:
+        with Store(db_path) as s:  # waits about a second, then opens
+            assert s.schema_version() >= 7
+        assert p.wait(timeout=20) == 0
+    finally:
+        p.kill()
+
+
+def test_writer_holds_the_file_only_while_committing(db_path):
+    import subprocess
+    import sys
+
+    s = Store(db_path)
+    s.release()
+    read = [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print(c.execute('SELECT count(*) FROM check_runs').fetchall()[0][0])", str(db_path)]
+    with s.writer() as conn:
+        conn.execute("INSERT INTO check_runs (run_id, dataset, check_name) VALUES ('r1', 'd', 'c')")
+        held = subprocess.run(read, capture_output=True, text=True)
+    assert held.returncode != 0 and "lock" in held.stderr.lower()  # while committing: busy
+    after = subprocess.run(read, capture_output=True, text=True)
+    assert after.returncode == 0 and after.stdout.strip() == "1"  # released after the commit
+    assert not s.is_open

@@ -7,24 +7,15 @@ follow-up turn ("continue") only matches another with the same conversation befo
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from ..steps.base import Params, Step
 from .base import CheckResult
 
-_PUNCT = re.compile(r"[^\w\s]+")
-_SPACE = re.compile(r"\s+")
 _SEP = "\x1f"
-
-
-def normalize_text(text: str | None) -> str:
-    """Lowercase, strip punctuation, collapse whitespace (the duplicate-matching form of a text)."""
-    if not text:
-        return ""
-    t = _PUNCT.sub(" ", text.lower())
-    return _SPACE.sub(" ", t).strip()
 
 
 def _norm_expr(col: str) -> pl.Expr:
@@ -46,8 +37,27 @@ def _keys(frame: pl.DataFrame) -> pl.DataFrame:
     return f
 
 
-def exact_duplicates(ctx, **params) -> CheckResult:
+class ExactDuplicates(Step):
     """Flag every copy after the first of an instance whose normalized text repeats; cluster id = first idx."""
+
+    name = "exact_duplicates"
+    description = "identical instances after normalizing case, whitespace and punctuation"
+
+    def compute(self, ctx) -> CheckResult:
+        return _exact(ctx)
+
+    def render_text(self, result: CheckResult) -> list[str]:
+        s = result.summary
+        return [f"{s['n_clusters']:,} clusters"] + (
+            [f"largest cluster {s['largest_cluster']:,} copies"] if s.get("largest_cluster", 0) > 2 else [])
+
+
+def exact_duplicates(ctx, **params) -> CheckResult:
+    """Function form of `ExactDuplicates` (for scripts)."""
+    return ExactDuplicates(params).compute(ctx)
+
+
+def _exact(ctx) -> CheckResult:
     frame = ctx.instances()
     keys = _keys(frame).with_columns(
         pl.concat_str(["prompt_key", "response_key"], separator=_SEP).alias("key"))
@@ -85,14 +95,37 @@ def exact_duplicates(ctx, **params) -> CheckResult:
         "normalization": "lowercase, punctuation stripped, whitespace collapsed; system+history+instruction+input+response",
     }
     return CheckResult("exact_duplicates", ctx.dataset, idx, flag, flag.astype(float), summary=summary,
-                       params=params, cluster_id=cluster, details=details, pairs=pairs)
+                       params={}, cluster_id=cluster, details=details, pairs=pairs)
 
 
-def duplicate_instructions(ctx, max_pairs_per_group: int = 50, **params) -> CheckResult:
+@dataclass(frozen=True)
+class DuplicateInstructionsParams(Params):
+    max_pairs_per_group: int = 50   # evidence pairs stored per group (first row vs each other answer)
+
+
+class DuplicateInstructions(Step):
     """Flag rows whose normalized prompt (system+history+instruction+input) recurs with a different response.
 
     score = 1 - 1/(distinct responses of that prompt): 0.5 for two answers, 0.67 for three, ...
     """
+
+    name = "duplicate_instructions"
+    description = "the same instruction (and input, context) with different responses"
+    Params = DuplicateInstructionsParams
+
+    def compute(self, ctx) -> CheckResult:
+        return _dup_instructions(ctx, self.params.max_pairs_per_group)
+
+    def render_text(self, result: CheckResult) -> list[str]:
+        return [f"{result.summary['n_groups']:,} groups"]
+
+
+def duplicate_instructions(ctx, **params) -> CheckResult:
+    """Function form of `DuplicateInstructions` (for scripts)."""
+    return DuplicateInstructions(params).compute(ctx)
+
+
+def _dup_instructions(ctx, max_pairs_per_group: int) -> CheckResult:
     frame = ctx.instances()
     keys = _keys(frame)
     grp = (keys.group_by("prompt_key", maintain_order=True)
@@ -131,5 +164,5 @@ def duplicate_instructions(ctx, max_pairs_per_group: int = 50, **params) -> Chec
         "largest_group": int(grp["idx"].list.len().max()) if grp.height else 0,
     }
     return CheckResult("duplicate_instructions", ctx.dataset, idx, flag, score, summary=summary,
-                       params={"max_pairs_per_group": max_pairs_per_group, **params},
+                       params={"max_pairs_per_group": max_pairs_per_group},
                        cluster_id=cluster, details=details, pairs=pairs)

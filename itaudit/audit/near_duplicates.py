@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import json
-import zlib
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -21,6 +22,8 @@ from datasketch import MinHash, MinHashLSH
 
 from ..index import exact_index
 from ..progress import progress_bar
+from ..steps.base import Params, Step
+from ..text import shingles as text_shingles
 from .base import CheckResult
 from .duplicates import _norm_expr
 
@@ -45,55 +48,6 @@ class UnionFind:
 
     def clusters(self) -> np.ndarray:
         return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
-
-
-_MULT = ((np.arange(1, 65, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1))
-
-
-class WordCodes:
-    """word -> random 64-bit code, consistent within one instance (faster than hashing each word)."""
-
-    def __init__(self, seed: int = 5):
-        self.ids: dict[str, int] = {}
-        self.rng = np.random.default_rng(seed)
-        self.codes = np.zeros(0, dtype=np.uint64)
-
-    def __call__(self, words: list[str]) -> np.ndarray:
-        ids = self.ids
-        out = np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.int64, count=len(words))
-        if len(ids) > len(self.codes):
-            extra = max(len(ids) - len(self.codes), 1 << 16)
-            self.codes = np.concatenate([self.codes, self.rng.integers(1, 2**63, size=extra, dtype=np.uint64)])
-        return self.codes[out]
-
-
-def _crc_codes(words: list[str]) -> np.ndarray:
-    return np.fromiter((zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words), dtype=np.uint64,
-                       count=len(words))
-
-
-def shingle_hashes(words: list[str], size: int = 5, codes: WordCodes | None = None) -> np.ndarray:
-    """Sorted unique 32-bit hashes of word `size`-shingles (a text shorter than `size` is one shingle).
-
-    Each word gets a code (crc32, or `codes` for speed within one run); see `shingles_of_codes`.
-    """
-    if not words:
-        return np.zeros(0, dtype=np.uint32)
-    return shingles_of_codes(codes(words) if codes is not None else _crc_codes(words), size)
-
-
-def shingles_of_codes(c: np.ndarray, size: int = 5) -> np.ndarray:
-    """Shingle hashes from per-word uint64 codes: position-dependent odd multipliers, summed with
-    uint64 wrap-around, mixed, top 32 bits; sorted and unique."""
-    if len(c) == 0:
-        return np.zeros(0, dtype=np.uint32)
-    n = min(size, len(c))
-    win = np.lib.stride_tricks.sliding_window_view(c, n)
-    with np.errstate(over="ignore"):
-        h = (win * _MULT[:n]).sum(axis=1, dtype=np.uint64) + np.uint64(n)
-        h ^= h >> np.uint64(31)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-    return np.unique((h >> np.uint64(32)).astype(np.uint32))
 
 
 _PERMS: dict[int, object] = {}
@@ -136,7 +90,7 @@ def instance_shingles(frame: pl.DataFrame, size: int = 5, max_words: int = 2000)
         if n == 1 and words[i][0] == "":  # an empty text
             out.append(np.zeros(0, dtype=np.uint32))
         else:
-            out.append(shingles_of_codes(c, size))
+            out.append(text_shingles(c, size))
     return out
 
 
@@ -196,10 +150,45 @@ def embedding_pairs(vecs: np.ndarray, threshold: float, *, max_per_row: int = 50
     return out
 
 
-def near_duplicates(ctx, field: str = "all", threshold: float = 0.95, jaccard_threshold: float = 0.8,
-                    num_perm: int = 128, shingle: int = 5, max_words: int = 2000, max_pairs_per_row: int = 50,
-                    use_embedding: bool = True, use_minhash: bool = True) -> CheckResult:
+@dataclass(frozen=True)
+class NearDuplicatesParams(Params):
+    field: Literal["instruction", "prompt", "response", "all"] = "all"   # what is embedded
+    threshold: float = 0.95          # cosine of an embedding pair
+    jaccard_threshold: float = 0.8   # exact word-shingle Jaccard of a MinHash pair
+    num_perm: int = 128
+    shingle: int = 5
+    max_words: int = 2000
+    max_pairs_per_row: int = 50
+    use_embedding: bool = True
+    use_minhash: bool = True
+
+
+class NearDuplicates(Step):
     """Near-duplicate clusters from embedding range search and MinHash LSH, with pair evidence."""
+
+    name = "near_duplicates"
+    description = "embedding range search + MinHash LSH, clustered transitively"
+    Params = NearDuplicatesParams
+
+    def needs(self) -> tuple[str, ...]:
+        return (f"embeddings:{self.params.field}",) if self.params.use_embedding else ()
+
+    def compute(self, ctx) -> CheckResult:
+        return _near_duplicates(ctx, **self.params.as_dict())
+
+    def render_text(self, result: CheckResult) -> list[str]:
+        s = result.summary
+        return [f"{s['n_clusters']:,} clusters",
+                f"{s['n_pairs']:,} pairs ({s['n_pairs_embedding']:,} by embedding, {s['n_pairs_minhash']:,} by MinHash)"]
+
+
+def near_duplicates(ctx, **params) -> CheckResult:
+    """Function form of `NearDuplicates` (for scripts)."""
+    return NearDuplicates(params).compute(ctx)
+
+
+def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float, num_perm: int, shingle: int,
+                     max_words: int, max_pairs_per_row: int, use_embedding: bool, use_minhash: bool) -> CheckResult:
     frame = ctx.instances()
     n = frame.height
     idx = frame["idx"].to_numpy().astype(np.int64)

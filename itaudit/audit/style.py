@@ -1,9 +1,9 @@
 """Response pattern copying: per-instance style features and over-represented openings.
 
 A tuned model copies surface patterns of its data (openings such as "Sure! Here is", list
-structure, "As an AI language model" boilerplate). This check measures them per response,
-stores them in `style_features`, and flags rows whose opening is over-represented in the
-dataset or that contain boilerplate.
+structure, "As an AI language model" boilerplate). This check measures them per response
+(row-parallel: the runner stores each chunk's features in `style_features`), and flags rows
+whose opening is over-represented in the dataset or that contain boilerplate.
 
 Score: max(1 if any boilerplate else 0, min(1, share(opening) / (2 * min_share))) for rows
 whose opening is over-represented (0 otherwise) - an opening used by `min_share` of the
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from ..steps.base import Params, Step
 from ..store import Store
 from .base import CheckResult
 
@@ -74,33 +76,64 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
             "p75": float(q[3]), "p90": float(q[4]), "max": float(x.max())}
 
 
-def style_check(
-    store: Store,
-    dataset: str,
-    *,
-    n_open: int = 4,
-    min_share: float = 0.005,
-    min_count: int = 3,
-    top: int = 20,
-) -> CheckResult:
-    """Compute style features, store them in `style_features`, flag copied patterns.
+@dataclass(frozen=True)
+class StyleParams(Params):
+    n_open: int = 4            # words of the opening
+    min_share: float = 0.005   # an opening is over-represented from this share of the rows ...
+    min_count: int = 3         # ... and this many rows
+    top: int = 20              # openings listed in the summary
+
+
+_FEATURE_COLUMNS = ("n_chars", "n_words", "n_lines", "n_bullets", "n_numbered", "n_headings", "n_code_blocks",
+                    "opening", "boilerplate")
+
+
+class Style(Step):
+    """Style features per response (row-parallel, stored in `style_features`), then flags copied patterns.
 
     An opening is over-represented when at least `min_count` rows and `min_share` of the rows
-    start with it.
-    """
-    store.require_dataset(dataset)
-    df = store.query("SELECT idx, response FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
-    feats = [features(t, n_open) for t in df["response"].to_list()]
-    n = len(feats)
-    fdf = pl.DataFrame(
-        {"dataset": [dataset] * n, "idx": df["idx"], **{k: [f[k] for f in feats] for k in feats[0]}}
-        if n else {"dataset": [], "idx": []},
-        schema_overrides={"boilerplate": pl.List(pl.Utf8)} if n else None,
-    )
-    with store.transaction():
-        store.conn.execute("DELETE FROM style_features WHERE dataset = ?", [dataset])
-        store.insert_frame("style_features", fdf)
+    start with it."""
 
+    name = "style"
+    description = "response style features, over-represented openings, boilerplate ('As an AI')"
+    Params = StyleParams
+    chunk_columns = "idx, response"
+    output_table = "style_features"
+
+    def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> pl.DataFrame:
+        feats = [features(t, self.params.n_open) for t in rows["response"].to_list()]
+        return pl.DataFrame({"idx": rows["idx"], **{k: [f[k] for f in feats] for k in _FEATURE_COLUMNS}},
+                            schema_overrides={"opening": pl.Utf8, "boilerplate": pl.List(pl.Utf8)})
+
+    def combine(self, parts: list[pl.DataFrame], ctx) -> CheckResult:
+        cols = ["idx", *_FEATURE_COLUMNS]
+        frame = (pl.concat([p.select(cols) for p in parts], how="vertical_relaxed") if parts
+                 else pl.DataFrame(schema={"idx": pl.Int64}))
+        feats = frame.select(_FEATURE_COLUMNS).to_dicts() if frame.height else []
+        return _flag(ctx.dataset, frame["idx"].to_numpy().astype(np.int64), feats, self.params)
+
+    def render_text(self, result: CheckResult) -> list[str]:
+        s = result.summary
+        lines = [f"{s['overrepresented_openings']:,} common openings, {s['n_boilerplate']:,} boilerplate rows"]
+        if s.get("top_openings"):
+            t = s["top_openings"][0]
+            lines.append(f"most common opening {t['opening']!r}: {t['count']:,} rows ({100 * t['share']:.1f}%)")
+        return lines
+
+
+def style_check(store: Store, dataset: str, **params: Any) -> CheckResult:
+    """Function form: features computed and stored by the step runner; the result is returned, not stored."""
+    from ..steps.runner import Runner
+
+    store.require_dataset(dataset)
+    step = Style(params)
+    runner = Runner(store, dataset, show_progress=False)
+    return step.combine(runner.map_chunks(step), runner.ctx)
+
+
+def _flag(dataset: str, idx: np.ndarray, feats: list[dict[str, Any]], p: StyleParams) -> CheckResult:
+    n_open, min_share, min_count, top = p.n_open, p.min_share, p.min_count, p.top
+    n = len(feats)
     opens = Counter(f["opening"] for f in feats if f["opening"])
     need = max(min_count, int(np.ceil(min_share * n)))
     over = {o: c for o, c in opens.items() if c >= need}
@@ -141,12 +174,7 @@ def style_check(
         "distinct_openings": len(opens),
     }
     return CheckResult(
-        check="style", dataset=dataset, idx=df["idx"].to_numpy().astype(np.int64), flag=flag,
+        check="style", dataset=dataset, idx=idx, flag=flag,
         score=score, summary=summary, details=details,
         params={"n_open": n_open, "min_share": min_share, "min_count": min_count},
     )
-
-
-def style(ctx, **params) -> CheckResult:
-    """Runner entry point (`itaudit audit NAME --checks style`)."""
-    return style_check(ctx.store, ctx.dataset, **params)

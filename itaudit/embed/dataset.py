@@ -58,23 +58,6 @@ def _cached(store: Store, key: str, hashes: list[str], dim: int) -> dict[str, np
     return dict(zip(df["text_hash"].to_list(), mat, strict=True))
 
 
-def _persist(store: Store, key: str, hashes: list[str], vecs: np.ndarray) -> None:
-    v = np.ascontiguousarray(vecs, dtype="<f4")
-    frame = pl.DataFrame({
-        "model": [key] * len(hashes),
-        "text_hash": hashes,
-        "dim": [v.shape[1]] * len(hashes),
-        "vec": [row.tobytes() for row in v],
-    }, schema={"model": pl.Utf8, "text_hash": pl.Utf8, "dim": pl.Int32, "vec": pl.Binary})
-    with store.transaction() as conn:
-        conn.register("_itaudit_emb", frame.to_arrow())
-        try:
-            conn.execute("INSERT OR IGNORE INTO embedding_cache (model, text_hash, dim, vec) "
-                         "SELECT model, text_hash, dim, vec FROM _itaudit_emb")
-        finally:
-            conn.unregister("_itaudit_emb")
-
-
 def encode_cached(store: Store, embedder: Embedder, texts: Sequence[str], *, show_progress: bool = True,
                   desc: str = "embed", batch_size: int = 64, chunk_size: int = CHUNK) -> np.ndarray:
     """Vectors for `texts` (aligned), encoding only texts whose hash is not cached for this model."""
@@ -89,14 +72,12 @@ def encode_cached(store: Store, embedder: Embedder, texts: Sequence[str], *, sho
         # Longest first, then chunks: little padding inside each batch, and the ETA is pessimistic
         # rather than optimistic.
         todo.sort(key=lambda hi: -min(len(texts[hi[1]]), embedder.max_chars))
+        from ..steps.embed import embed_missing  # the step runner commits each chunk
+
         with progress_bar(desc, total=len(todo), unit="texts", enabled=show_progress) as bar:
-            for s in range(0, len(todo), chunk_size):
-                part = todo[s:s + chunk_size]
-                vecs = embedder.encode([texts[i] for _, i in part], batch_size=batch_size)
-                _persist(store, key, [h for h, _ in part], vecs)
-                for (h, _), v in zip(part, vecs, strict=True):
-                    have[h] = v
-                bar.advance(len(part))
+            have.update(embed_missing(store, embedder, [h for h, _ in todo], [texts[i] for _, i in todo],
+                                      chunk_size=chunk_size, batch_size=batch_size,
+                                      on_chunk=lambda k, _v: bar.advance(k)))
     out = np.empty((len(texts), dim), dtype=np.float32)
     for i, h in enumerate(hashes):
         out[i] = have[h]

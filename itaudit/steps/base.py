@@ -138,11 +138,13 @@ class Frames:
     """Rows for a table defined in `sql/`; the runner casts them to the table's column types.
 
     With `replace_dataset`, the runner first deletes the table's rows of that dataset (in the same
-    transaction), so a rerun replaces rather than appends."""
+    transaction), so a rerun replaces rather than appends; `or_ignore` skips rows whose primary
+    key exists (content-addressed caches)."""
 
     table: str
     frame: pl.DataFrame
     replace_dataset: str | None = None
+    or_ignore: bool = False
 
 
 class Step:

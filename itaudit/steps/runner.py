@@ -106,7 +106,7 @@ def commit(store: Store, items: Sequence[CheckResult | Frames]) -> list[str]:
             elif isinstance(it, Frames):
                 if it.replace_dataset is not None:
                     conn.execute(f"DELETE FROM {it.table} WHERE dataset = ?", [it.replace_dataset])
-                insert_cast(conn, it.table, it.frame)
+                insert_cast(conn, it.table, it.frame, or_ignore=it.or_ignore)
             else:
                 raise TypeError(f"a step returned {type(it).__name__}; expected CheckResult or Frames")
     return ids
