@@ -85,3 +85,19 @@ def test_step_result_shape() -> None:
     assert verify("What is 7 times 6?", "", "7 times 6 is 48.")["expected"] == "42"
     with pytest.raises(ItauditError, match="unknown kind"):
         Verifier({"kinds": "statistics,astrology"}).verify_rows("d", np.arange(0), [], [], [])
+
+
+def test_code_blocks_prose_stubs_and_shell() -> None:
+    ins = "Can you give an example in Python?"
+    # unlabeled shell block and prose around a valid Python block: nothing to flag
+    ok = "First install it:\n```\npip install matplotlib\n```\nThen:\n```\nimport matplotlib\nx = 1\n```\nDone."
+    assert check_code(ins, "", ok) is None
+    # code followed by printed output lines, and a stub to fill in, are not syntax errors
+    assert check_code(ins, "", "def f(a):\n    return a\n\n\nprint(f(3))\nUnsorted array\n1 2 3") is None
+    assert check_code("Design a programming problem in Python.", "",
+                      "```python\ndef solve(prices):\n    # Implement your solution here\n```") is None
+    assert check_code("Write out the function signature of gcd in Python.", "", "def gcd(x, y):") is None
+    # HTML-escaped quotes are an encoding artefact, not a syntax error
+    assert check_code(ins, "", "```python\nname = &quot;a&quot;\nprint(name)\n```") is None
+    lost = "def f(n):\nif n <= 1:\nreturn 1\nreturn n * f(n - 1)"
+    assert check_code("Write a Python function for factorial.", "", lost)["kind"] == "code_syntax"

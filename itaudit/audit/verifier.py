@@ -24,6 +24,7 @@ Evidence: {"kind", "expected", "answer", "message": "expected 5.2, answer says 5
 from __future__ import annotations
 
 import ast
+import html
 import json
 import math
 import operator
@@ -103,7 +104,7 @@ _CODE_LINE = re.compile(r"^\s*(?:def |function |import |#include|#!|for \w+ in |
                         r"\breturn\b|=>|\brange\(|;\s*$|^\s*[{}]\s*$|\w+\s*=\s*\S", re.M)
 _CODE_TASK = re.compile(r"\b(code|program|script|function|api|implement\w*|javascript|python|class|endpoint|query|"
                         r"library|snippet|node\.?js|request)\b", re.I)
-_FENCE = re.compile(r"```([\w+-]*)\s*\n(.*?)```", re.S)
+_FENCE = re.compile(r"^[ \t]*```([\w+-]*)[ \t]*\n(.*?)^[ \t]*```", re.S | re.M)
 _JSON_ASK = re.compile(r"\b(?:in|as|into|return|output|produce|generate|format\w*(?: it)? as)\s+(?:a\s+|an\s+|valid\s+)?"
                        r"json\b", re.I)
 
@@ -363,42 +364,86 @@ def _check_sort(prompt: str, resp: str) -> dict | None:
     return None
 
 
-def python_code(instruction: str, inp: str, response: str) -> str | None:
-    """The Python code of a response, when the task or the answer is unmistakably Python."""
+def _looks_code(line: str) -> bool:
+    return bool(re.search(r"[=()\[\]{}:]|^\s*(?:def|class|return|import|from|if|for|while|print|try|with)\b", line))
+
+
+def _pythonic_start(block: str) -> bool:
+    first = next((ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")
+    return bool(_PY_START.match(first) or re.match(r"^[A-Za-z_][\w.]*\s*(?:\[[^\]]*\])?\s*=[^=]", first))
+
+
+def python_blocks(instruction: str, inp: str, response: str) -> list[str]:
+    """The Python code blocks of a response, when the task or the answer is unmistakably Python."""
     prompt = f"{instruction}\n{inp}"
-    blocks = _FENCE.findall(response or "")
+    text = html.unescape(response or "")
+    blocks = _FENCE.findall(text)
     if blocks:
         py = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3")]
-        if not py and "python" in prompt.lower() and not _OTHER_LANG.search(prompt):
-            py = [code for lang, code in blocks if not lang]
-        return "\n".join(py) if py else None
-    r = (response or "").strip("\n")
+        if "python" in prompt.lower() and not _OTHER_LANG.search(prompt):
+            py += [code for lang, code in blocks if not lang and _pythonic_start(code)]
+        return py
+    r = text.strip("\n")
     lines = [ln for ln in r.splitlines() if ln.strip()]
     if not lines or not _PY_START.match(lines[0].lstrip()) or _OTHER_LANG.search(prompt):
-        return None
+        return []
     if ("{" in r and ";" in r and "def " not in r) or re.search(r"\)?\s*\{\s*$", lines[0]) \
             or any(re.search(r"(?:\)|\w)\s*\{\s*$", ln) and not ln.rstrip().endswith("({") for ln in lines) \
             or re.search(r"^\s*[\w.]+\s*::|^import [\w.]+ \(", r, re.M):
-        return None   # braces: C-like code (Swift, Java, JavaScript), not Python
-    return r
+        return []   # braces: C-like code (Swift, Java, JavaScript); `::`: Haskell
+    return [r]
+
+
+def _annotation(line: str) -> bool:
+    """A line that is prose or a shown result, not code: "The code defines ...", "/* Changes:", "f(5) => 120"."""
+    t = line.strip()
+    words = t.split()
+    if t.startswith(("/*", "*/", "//")) or re.search(r"\)\s*=>\s*\S", t):
+        return True
+    alpha = sum(w.strip(".,:;'\"()").isalpha() for w in words)
+    return len(words) >= 5 and t[:1].isupper() and alpha / len(words) >= 0.6 and not re.search(r"[=\[{]", t)
+
+
+def _syntax_issue(code: str) -> dict | None:
+    # output pasted after the code ("Output:", "# Output", "// Output: 6") is not code; nbsp is layout
+    code = re.split(r"^\s*(?:(?:#|//)\s*|example\s+)?outputs?\s*(?::.*)?$", code, maxsplit=1, flags=re.M | re.I)[0]
+    lines = textwrap.dedent(code.replace("\u00a0", " ")).splitlines()
+    for _ in range(3):
+        try:
+            ast.parse("\n".join(lines))
+            return None
+        except SyntaxError as e:
+            bad = (e.text or "").strip()
+            at = (e.lineno or 1) - 1
+            if not 0 <= at < len(lines):
+                break
+            if _annotation(lines[at]) or (at >= 3 and not _looks_code(lines[at]) and _parses(lines[:at])):
+                lines = lines[:at]   # the code ended before this line (prose or printed output follows)
+                continue
+            nxt = next((ln.strip() for ln in lines[at:] if ln.strip()), "")
+            if e.msg.startswith("expected an indented block") and nxt.startswith(("#", "...", "pass")):
+                return None   # a stub to fill in ("# Implement your solution here")
+            return _issue("code_syntax", "Python that parses", f"SyntaxError: {e.msg} (line {e.lineno})",
+                          f"the Python code does not parse: {e.msg} at line {e.lineno}: {bad[:80]!r}")
+    return None
+
+
+def _parses(lines: list[str]) -> bool:
+    try:
+        ast.parse("\n".join(lines))
+        return True
+    except SyntaxError:
+        return False
 
 
 def check_code(instruction: str, inp: str, response: str) -> dict | None:
-    code = python_code(instruction, inp, response)
-    if code is None:
-        return None
-    # output pasted after the code ("Output:", "# Output", "// Output: 6") is not code; nbsp is layout
-    code = re.split(r"^\s*(?:(?:#|//)\s*|example\s+)?outputs?\s*(?::.*)?$", code, maxsplit=1, flags=re.M | re.I)[0]
-    code = code.replace("\u00a0", " ")
-    try:
-        ast.parse(textwrap.dedent(code))
-    except SyntaxError as e:
-        bad = (e.text or "").strip()
-        # a line of prose inside the answer means we took too much: not parsed, not flagged
-        if bad and len(bad.split()) >= 6 and not re.search(r"[=(\[]", bad):
-            return None
-        return _issue("code_syntax", "Python that parses", f"SyntaxError: {e.msg} (line {e.lineno})",
-                      f"the Python code does not parse: {e.msg} at line {e.lineno}: {bad[:80]!r}")
+    """Python code in the answer that `ast.parse` rejects (prose or results after the code are cut off)."""
+    if re.search(r"\b(signature|declaration|header|stub|skeleton|pseudo-?code|outline)\b", instruction or "", re.I):
+        return None   # a bare `def f(x):` is the requested answer
+    for block in python_blocks(instruction, inp, response):
+        got = _syntax_issue(block)
+        if got:
+            return got
     return None
 
 
@@ -486,8 +531,6 @@ class Verifier(Step):
         return [f"{result.summary.get('n_flagged', 0)} wrong answers" + (f" ({kinds})" if kinds else "")]
 
     def render_html(self, result: CheckResult) -> str:
-        import html
-
         rows = [f"<tr><td>{int(i)}</td><td>{html.escape(d['kind'])}</td><td>{html.escape(d['message'])}</td></tr>"
                 for i, d in zip(result.idx, result.details or [], strict=False) if d][:100]
         if not rows:
