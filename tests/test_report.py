@@ -217,3 +217,35 @@ def test_print_summary_and_cli(audited, db_path, tmp_path, capsys):
     out = tmp_path / "cli.html"
     cli(["report", "d", "--db", str(db_path), "--html", str(out)])
     assert out.stat().st_size > 5000
+
+
+def test_a_step_renders_its_own_section_else_the_templates(audited):
+    """The report asks the registered step for its section (`render_html(view)`); others fall back."""
+    from itaudit.audit import registry
+    from itaudit.report import render_template
+    from itaudit.report.trace import span_kind
+    from itaudit.steps.base import Step
+
+    class Loud(Step):
+        name = "loud_check"
+        description = "a check that renders itself"
+
+        def render_html(self, view):
+            return str(render_template("checks/generic.html.j2", v=view, description="", found=[f"{view.n} rows <seen>"],
+                                       cards=[], charts=[], examples=[], clusters=None)) + "<p id='loud-own'>own</p>"
+
+        def render_text(self, view):
+            return [f"loud: {view.flagged} of {view.n}"]
+
+    idx = np.arange(10)
+    save_result(audited, CheckResult("loud_check", "d", idx, idx < 2, (idx < 2) * 1.0, params={"k": 1}))
+    save_result(audited, CheckResult("unregistered_check", "d", idx, idx == 9, (idx == 9) * 0.5, params={"alpha": 2}))
+    registry.register(Loud)
+    try:
+        html = render_report(audited, "d")
+    finally:
+        registry.unregister("loud_check")
+    assert "<p id='loud-own'>own</p>" in html and "10 rows &lt;seen&gt;" in html and "loud: 2 of 10" in html
+    sec = html[html.index('id="check-unregistered_check"'):]
+    assert sec.index("1</span> of 10 rows flagged") < sec.index("Top flagged rows (1 of 1)") < sec.index("<details>")
+    assert span_kind({"traced": False, "categories": None}) == "candidate"

@@ -154,8 +154,9 @@ class _Pipe:
 
 
 def open_page(path: str | os.PathLike, *, screenshot: bool = False, width: int = 1280, max_height: int = 16000,
-              exe: str | None = None, timeout: float = 90) -> PageView:
-    """Load `path` in headless Chromium; return what it shows (and a full-page PNG with `screenshot`)."""
+              selector: str | None = None, exe: str | None = None, timeout: float = 90) -> PageView:
+    """Load `path` in headless Chromium; return what it shows (and a PNG with `screenshot`: the
+    full page, or only the element matching the CSS `selector`, e.g. "#traced")."""
     exe = exe or find_chromium()
     if exe is None:
         raise ItauditError("no chromium found (Debian: apt-get install -y chromium; or set ITAUDIT_CHROMIUM)")
@@ -179,8 +180,18 @@ def open_page(path: str | os.PathLike, *, screenshot: bool = False, width: int =
                 h = min(int(probe["height"]), max_height)
                 p.send("Emulation.setDeviceMetricsOverride",
                        {"width": width, "height": h, "deviceScaleFactor": 1, "mobile": False}, session=sid)
-                shot = base64.b64decode(p.send("Page.captureScreenshot", {"format": "png"}, session=sid,
-                                               timeout=timeout)["data"])
+                args: dict[str, Any] = {"format": "png"}
+                if selector:
+                    expr = (f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+                            " const r = e.getBoundingClientRect(); return JSON.stringify([r.left + scrollX, "
+                            "r.top + scrollY, r.width, r.height]); })()")
+                    box = p.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=sid)
+                    if box["result"].get("value") is None:
+                        raise ItauditError(f"{path}: nothing matches {selector!r}")
+                    x, y, w, hh = json.loads(box["result"]["value"])
+                    args.update(clip={"x": x, "y": y, "width": w, "height": min(hh, max_height), "scale": 1},
+                                captureBeyondViewport=True)
+                shot = base64.b64decode(p.send("Page.captureScreenshot", args, session=sid, timeout=timeout)["data"])
             errors, requests = _collect(p.events)
         finally:
             p.close()

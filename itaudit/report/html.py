@@ -243,7 +243,7 @@ def _generic_context(v: CheckView) -> dict[str, Any]:
     cards = [(val, k.removeprefix("n_").replace("_", " ")) for k, val in v.summary.items()
              if k.startswith("n_") and isinstance(val, (int, float)) and not isinstance(val, bool) and k != "n_flagged"][:6]
     charts = []
-    if v.n:
+    if v.flagged and v.n and v.rows["score"].n_unique() > 1:   # a spread worth a plot
         charts.append(_svg(svg.histogram(v.rows["score"].to_numpy(), bins=20, title=f"{v.check}: score distribution",
                                          xlabel="score (higher = more of an issue)")))
     return {"description": getattr(cls, "description", "") if cls else "", "found": [], "cards": cards,

@@ -21,12 +21,13 @@ from .html import _columns, _instances, num, render_template
 MAX_RESPONSES = 6
 MAX_SOURCES = 4
 KIND_LABEL = {"borrowed": "likely borrowed", "near-copy": "near copy", "shifted": "shifted candidate",
-              "marginal": "marginal candidate"}
+              "marginal": "marginal candidate", "candidate": "candidate"}
 
 
 def span_kind(span: dict[str, Any]) -> str:
     """borrowed | near-copy (a likely source was found, through verbatim / near-copy evidence),
-    else shifted | marginal by the shift categories of the span's words (shifted when unknown)."""
+    else shifted | marginal by the shift categories of the span's words, or candidate (lexical
+    runs: no base model ranked the words)."""
     if span.get("traced"):
         return "near-copy" if span.get("near_copy") else "borrowed"
     cats = span.get("categories")
@@ -35,9 +36,9 @@ def span_kind(span: dict[str, Any]) -> str:
             cats = json.loads(cats)
         except ValueError:
             cats = None
-    if cats and "shifted" not in cats and "marginal" in cats:
-        return "marginal"
-    return "shifted"
+    if not cats or not ({"shifted", "marginal"} & set(cats)):
+        return "candidate"
+    return "shifted" if "shifted" in cats else "marginal"
 
 
 def segments(text: str, spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,8 +199,9 @@ def traced_section(store: Store, dataset: str, tables: set[str], max_responses: 
             "threshold": run["threshold"], "n_responses": summ.get("responses", resp.height),
             "n_spans": n_spans, "n_traced": n_traced, "traced_share": summ.get("traced_share"),
             "excess": excess, "excess_chart": _excess_chart(excess) if excess else None,
-            "control_note": ("No negative control was traced for this run, so chance attribution is not measured "
-                             "(trace a control model on the same prompts to get the excess borrowing)."),
+            "control_note": ("No negative control was traced for this run, so chance attribution is not measured: "
+                             "`itaudit trace ... --control base` (or a model, or a responses file) answers the same "
+                             "prompts with a model that never saw the data and reports the excess borrowing."),
             "responses": responses,
         })
     return render_template("traced.html.j2", runs=out_runs, dataset=dataset, num=num)
