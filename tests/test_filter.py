@@ -151,7 +151,6 @@ def test_normalized_export_reingests(chats, tmp_path):
 def test_atomic_export_keeps_old_output_on_failure(chats, tmp_path, monkeypatch):
     out = tmp_path / "x.parquet"
     out.write_bytes(b"old")
-    import itaudit.filter.select as sel
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -159,7 +158,9 @@ def test_atomic_export_keeps_old_output_on_failure(chats, tmp_path, monkeypatch)
     with pytest.raises(RuntimeError):
         filter_dataset(chats, "s", Policy(), out, "parquet")
     assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
-    assert sel.EXPORT_FORMATS == ("jsonl", "parquet", "hf")
+    with pytest.raises(ItauditError, match="unknown export format 'csv'; choose one of jsonl, parquet, hf"):
+        filter_dataset(chats, "s", Policy(), tmp_path / "x.csv", "csv")
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_cli(alpaca, db_path, tmp_path):
