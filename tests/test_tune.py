@@ -246,3 +246,30 @@ def test_ctrl_c_checkpoints_the_last_finished_step(tiny: Path, toy, tmp_path: Pa
     assert c.losses == a.losses
     wa, wc = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_train_is_pure_and_tune_frees_the_database_while_training(tiny: Path, toy, tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    import itaudit.tune.train as tt
+
+    rows: list[dict] = []
+    res = tt.train(_cfg(tiny, tmp_path / "p", epochs=1), select_instances(toy, "toy"), record=rows.append,
+                   show_progress=False)
+    assert [r["status"] for r in rows] == ["running", "done"]
+    assert rows[-1]["steps_done"] == res.steps and json.loads(rows[-1]["losses"]) == res.losses
+    assert toy.query("SELECT count(*) AS n FROM tune_runs WHERE run_id = ?", [res.run_id])["n"][0] == 0
+
+    codes: list[int] = []
+    real = tt.save_run
+
+    def probing(store, row):
+        real(store, row)
+        if row["status"] == "running":   # training is about to start: another process can write
+            probe = f"import duckdb; c = duckdb.connect({str(store.path)!r}); c.execute('CREATE TABLE probe (x INT)')"
+            codes.append(subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120).returncode)
+    monkeypatch.setattr(tt, "save_run", probing)
+    res = tt.tune(toy, _cfg(tiny, tmp_path / "q", epochs=1), show_progress=False)
+    assert codes == [0]
+    assert toy.query("SELECT status FROM tune_runs WHERE run_id = ?", [res.run_id])["status"].to_list() == ["done"]

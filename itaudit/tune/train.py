@@ -18,10 +18,13 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 import torch.nn.functional as F
 
@@ -232,9 +235,28 @@ def _finalize(out: Path, model: Any, tokenizer: Any, meta: dict[str, Any]) -> No
 # -- the run ---------------------------------------------------------------------------------
 
 def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any = None) -> TuneResult:
-    """Fine-tune `cfg.base` on the selected instances of `cfg.dataset`; record it in `tune_runs`."""
-    from ..models import load_model, pad_id
+    """Fine-tune `cfg.base` on the selected instances of `cfg.dataset`; record it in `tune_runs`.
 
+    Reads the rows, then trains (`train`) holding no database connection: the run's `tune_runs`
+    row is committed by `save_run` when training starts, stops and ends, each in one short
+    transaction, so other commands can use the database meanwhile."""
+    validate(cfg)
+    frame = select_instances(store, cfg.dataset, cfg.where, cfg.rows, allow_files=cfg.allow_files)
+    store.release()
+    return train(cfg, frame, record=lambda row: save_run(store, row), show_progress=show_progress, log=log)
+
+
+def save_run(store: Store, row: dict[str, Any]) -> None:
+    """Write (replace) one `tune_runs` row in one transaction, cast to the table's types."""
+    from ..steps.runner import insert_cast
+
+    with store.writer() as conn:
+        conn.execute("DELETE FROM tune_runs WHERE run_id = ?", [row["run_id"]])
+        insert_cast(conn, "tune_runs", pl.DataFrame([row]))
+
+
+def validate(cfg: TuneConfig) -> None:
+    """User errors in the settings, before anything is read or loaded."""
     if cfg.method not in ("lora", "full"):
         raise ItauditError(f"--method must be 'lora' or 'full', not {cfg.method!r}")
     for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -247,7 +269,16 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
     if not 0.0 <= cfg.warmup < 1.0:
         raise ItauditError("--warmup is a fraction of the steps in [0, 1)")
 
-    frame = select_instances(store, cfg.dataset, cfg.where, cfg.rows, allow_files=cfg.allow_files)
+
+def train(cfg: TuneConfig, frame: pl.DataFrame, *, record: Callable[[dict[str, Any]], None] | None = None,
+          show_progress: bool = True, log: Any = None) -> TuneResult:
+    """Fine-tune on the rows of `frame` (system, history, instruction, input, response, idx).
+
+    Writes only files under `cfg.out` (checkpoints, the final model); the run's `tune_runs` row is
+    passed to `record` when training starts, stops and ends (the caller stores it)."""
+    from ..models import load_model, pad_id
+
+    validate(cfg)
     if frame.height == 0:
         raise ItauditError(f"no rows of {cfg.dataset!r} match --where {cfg.where!r}")
     out = _prepare_out(cfg)
@@ -304,15 +335,20 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
     elif cfg.resume and log:
         log(f"no checkpoint in {out / CKPT_DIR}; starting from step 0")
 
-    with store.transaction() as conn:
-        conn.execute("DELETE FROM tune_runs WHERE run_id = ?", [run_id])
-        conn.execute(
-            "INSERT INTO tune_runs (run_id, base_model, method, dataset, where_sql, n_rows, n_examples, n_tokens,"
-            " rows_sha, epochs, steps, steps_done, hyperparams, out_dir, losses, seconds, device, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-            [run_id, cfg.base, cfg.method, cfg.dataset, cfg.where, frame.height, len(examples), n_tokens, sha,
-             cfg.epochs, total, start, json.dumps(hp), str(out.resolve()), json.dumps(losses), prev_seconds,
-             str(device)])
+    run = {"run_id": run_id, "base_model": cfg.base, "method": cfg.method, "dataset": cfg.dataset,
+           "where_sql": cfg.where, "n_rows": frame.height, "n_examples": len(examples), "n_tokens": n_tokens,
+           "rows_sha": sha, "epochs": cfg.epochs, "steps": total, "steps_done": start, "hyperparams": json.dumps(hp),
+           "out_dir": str(out.resolve()), "losses": json.dumps(losses), "final_loss": None, "seconds": prev_seconds,
+           "device": str(device), "status": "running", "created_at": datetime.now(), "finished_at": None}
+
+    def _record(step: int, final_loss: float | None, seconds: float, status: str) -> None:
+        run.update(steps_done=step, losses=json.dumps(losses), final_loss=final_loss, seconds=round(seconds, 2),
+                   status=status, finished_at=datetime.now() if status == "done" else None)
+        if record is not None:
+            record(dict(run))
+
+    if record is not None:
+        record(dict(run))
     if log:
         log(f"{run_id}: {cfg.method} on {len(examples)} examples ({n_tokens:,} response tokens/epoch, "
             f"{skipped} skipped), {total} steps of {eff}, {n_trainable:,} trainable parameters, {device}"
@@ -362,7 +398,7 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
     except KeyboardInterrupt:
         if not in_update and step > start:
             save_checkpoint(out, step, named, opt, ck_state())
-        _record(store, run_id, step, losses, None, prev_seconds + time.perf_counter() - t0, "stopped")
+        _record(step, None, prev_seconds + time.perf_counter() - t0, "stopped")
         raise
 
     seconds = prev_seconds + time.perf_counter() - t0
@@ -385,18 +421,9 @@ def tune(store: Store, cfg: TuneConfig, *, show_progress: bool = True, log: Any 
         _finalize(out, model_to_save, lm.tokenizer, meta)
         if not cfg.keep_checkpoints:
             shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-    _record(store, run_id, step, losses, final_loss, seconds, status)
+    _record(step, final_loss, seconds, status)
     return TuneResult(run_id, out, cfg.method, status, total, step, frame.height, len(examples), n_tokens,
                       losses, final_loss, round(seconds, 2), str(device))
-
-
-def _record(store: Store, run_id: str, step: int, losses: list[float], final_loss: float | None,
-            seconds: float, status: str) -> None:
-    with store.transaction() as conn:
-        conn.execute(
-            "UPDATE tune_runs SET steps_done = ?, losses = ?, final_loss = ?, seconds = ?, status = ?,"
-            " finished_at = CASE WHEN ? = 'done' THEN current_timestamp ELSE NULL END WHERE run_id = ?",
-            [step, json.dumps(losses), final_loss, round(seconds, 2), status, status, run_id])
 
 
 def config_dict(cfg: TuneConfig) -> dict[str, Any]:
