@@ -86,7 +86,7 @@ done("generate")
 # %% 5. shift: how far the tuned answers are from what the base model would say
 shift = ws.shift(args.base, generations=gens["run_id"][0], reference="alpaca")
 cats = ws.shift_categories(shift.run_id)
-found["shift_tokens"] = int(cats["tokens"].sum())
+found["shift_tokens"] = int(cats["tokens"].sum())  # columns: category, tokens, pct, mean_kl
 print(cats)
 done("shift")
 

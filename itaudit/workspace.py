@@ -140,87 +140,36 @@ class Workspace:
         return self.store.query(sql, params)
 
     # -- models --------------------------------------------------------------------------------
-    def _prompts(self, prompts: Any = None, dataset: str | None = None, limit: int | None = None) -> list:
-        from .models import PromptItem, dataset_prompts, read_prompts
-
-        if (prompts is None) == (dataset is None):
-            raise ItauditError("give either prompts (a file or a list) or dataset=NAME")
-        if dataset is not None:
-            return dataset_prompts(self.store, dataset, limit=limit, first_turn_only=True)
-        if isinstance(prompts, (str, os.PathLike)):
-            return read_prompts(prompts, limit=limit)
-        items = []
-        for i, p in enumerate(prompts):
-            if isinstance(p, str):
-                items.append(PromptItem(str(i), p))
-            elif isinstance(p, Mapping):
-                items.append(PromptItem(str(p.get("id", i)), p.get("instruction") or p.get("prompt") or p.get("question") or "",
-                                        p.get("input") or None, response=p.get("response") or p.get("output") or None))
-            else:
-                raise ItauditError(f"prompt {i}: expected a string or a dict, got {type(p).__name__}")
-        return items[:limit] if limit is not None else items
-
     def generate(self, model: str, prompts: Any = None, *, dataset: str | None = None, adapter: str | None = None,
                  limit: int | None = None, max_new_tokens: int = 128, batch_size: int = 4, sample: bool = False,
                  run_id: str | None = None, progress: bool = False) -> pl.DataFrame:
         """Answer prompts (a file, a list of strings/dicts, or a dataset's instructions): `itaudit generate`.
 
-        Returns the run's generations (run_id, prompt_id, instruction, response, n_tokens)."""
-        from .models import load_model, run_generation
+        Returns the run's generations (run_id, model_id, prompt_id, instruction, response, n_tokens)."""
+        from .models import generate_run
 
-        items = self._prompts(prompts, dataset, limit)
-        lm = load_model(model, adapter=adapter, show_progress=progress)
-        rid = run_generation(self.store, lm, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             greedy=not sample, show_progress=progress, run_id=run_id)
+        run = generate_run(self.store, model, prompts=prompts, dataset=dataset, adapter=adapter, limit=limit,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, sample=sample, run_id=run_id,
+                           show_progress=progress)
         return self.store.query("SELECT run_id, model_id, prompt_id, instruction, response, n_tokens FROM generations "
-                                "WHERE run_id = ? ORDER BY prompt_id", [rid])
+                                "WHERE run_id = ? ORDER BY prompt_id", [run.run_id])
 
-    def shift(self, base: str, prompts: Any = None, *, tuned: str | None = None, adapter: str | None = None,
-              dataset: str | None = None, generations: str | None = None, limit: int | None = None,
-              max_new_tokens: int = 128, batch_size: int = 4, reference: str | None = None,
-              run_id: str | None = None, progress: bool = False):
-        """Token distribution shift of tuned-model answers under the base model: `itaudit shift`.
+    def shift(self, base: str, prompts: Any = None, *, progress: bool = False, **options: Any):
+        """Token distribution shift of answers under the `base` model: `itaudit shift`.
 
-        Answers come from `tuned` (or `base` + `adapter`), from a stored `generations` run, or are
-        given (prompts with responses, or a dataset's own responses). Returns a `ShiftResult`;
-        `shift_categories(run_id)` gives the category shares."""
-        from .models import PromptItem, load_model
-        from .models.loading import LoadedModel, resolve
-        from .shift import analyze
+        Answers come from `tuned=MODEL`, `adapter=DIR` (base + LoRA), `responses=FILE`,
+        `generations=RUN`, or the responses held by `prompts` (a file or a list of dicts) or
+        `dataset=NAME`; other options as `itaudit.shift.api.run_shift` (limit, max_new_tokens,
+        reference, run_id, ...). Returns a `ShiftResult`; `shift_categories(run_id)` gives shares."""
+        from .shift.api import run_shift
 
-        given, contexts = None, None
-        if generations is not None:
-            g = self.store.query("SELECT prompt_id, instruction, prompt, response FROM generations WHERE run_id = ? "
-                                 "ORDER BY prompt_id", [generations])
-            if not g.height:
-                raise ItauditError(f"no generations with run id {generations!r}")
-            g = g.head(limit) if limit is not None else g
-            items = [PromptItem(p, i) for p, i in zip(g["prompt_id"], g["instruction"], strict=True)]
-            contexts, given = g["prompt"].to_list(), g["response"].to_list()
-        else:
-            items = self._prompts(prompts, dataset, limit)
-            if tuned is None and adapter is None:
-                given = [it.response or "" for it in items]
-                if not any(given):
-                    raise ItauditError("shift: give tuned=MODEL, adapter=DIR, generations=RUN or prompts with responses")
-        if adapter is not None:
-            tuned_lm = load_model(base, adapter=adapter, show_progress=progress)
-            base_lm = LoadedModel(tuned_lm.model, tuned_lm.tokenizer, resolve(base)[1], tuned_lm.source)
-        else:
-            base_lm = load_model(base, show_progress=progress)
-            tuned_lm = load_model(tuned, show_progress=progress) if tuned is not None else None
-        if reference is not None:
-            self.store.require_dataset(reference)
-        return analyze(self.store, base_lm, items, tuned=tuned_lm, adapter_mode=adapter is not None, responses=given,
-                       contexts=contexts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       reference_dataset=reference, run_id=run_id, show_progress=progress)
+        return run_shift(self.store, base, prompts=prompts, show_progress=progress, **options)
 
     def shift_categories(self, run_id: str) -> pl.DataFrame:
-        """Tokens per category (unshifted / marginal / shifted) of a shift run, with shares."""
-        return self.store.query(
-            "SELECT category, count(*) AS tokens, count(*) / sum(count(*)) OVER () AS share FROM shift_tokens "
-            "WHERE run_id = ? GROUP BY category ORDER BY list_position(['unshifted', 'marginal', 'shifted'], category)",
-            [run_id])
+        """Tokens per category (unshifted / marginal / shifted) of a shift run: count, share (%), mean KL."""
+        from .shift.api import shift_categories
+
+        return shift_categories(self.store, run_id)
 
     def tune(self, base: str, dataset: str, out: str | os.PathLike, *, progress: bool = False, **config: Any):
         """Fine-tune `base` on `dataset` (LoRA by default; any `TuneConfig` field): `itaudit tune`.
