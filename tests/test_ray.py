@@ -198,3 +198,19 @@ def test_a_failed_stage_resumes_from_completed_chunks(ray_executor, alp_store) -
     assert len(seen) == -(-n // CHUNK) - 2  # only the missing chunks ran again
     stored = _stored(alp_store)
     assert stored.height == n and stored["idx"].n_unique() == n
+
+
+def test_cli_audit_executor_ray(ray_executor, alp_store, db_path: Path) -> None:
+    from itaudit.cli import main
+
+    alp_store.close()
+    main(["audit", "alp", "-c", "style", "-q", "--executor", "ray", "--db", str(db_path)])
+    from itaudit.store import Store
+
+    with Store(db_path) as s:
+        n = s.require_dataset("alp")["n_rows"]
+        assert s.query("SELECT count(DISTINCT idx) AS n FROM style_features WHERE dataset = 'alp'")["n"][0] == n
+        assert s.query("SELECT count(*) AS n FROM check_runs WHERE check_name = 'style'")["n"][0] == 1
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "alp", "-c", "style", "-q", "--executor", "spark", "--db", str(db_path)])
+    assert e.value.code == 2

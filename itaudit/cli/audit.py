@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..store import Store
-from .common import DbOption, console, db_path, out
+from .common import DbOption, ExecutorOption, RayAddressOption, console, db_path, make_executor, out
 from .index import IndexDirOption, index_dir_of
 
 
@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
         list_checks: bool = typer.Option(False, "--list", help="list the available checks"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
         index_dir: str = IndexDirOption,
+        executor: str = ExecutorOption,
+        ray_address: str = RayAddressOption,
         db: str = DbOption,
     ) -> None:
         """Run audit checks on a dataset; results go to check_runs / check_rows / check_pairs."""
@@ -54,7 +56,8 @@ def register(app: typer.Typer) -> None:
 
         with Store(db_path(db)) as store:
             outcomes = run_checks(store, name, checks, index_dir=Path(index_dir_of(index_dir)), model=model,
-                                  show_progress=not quiet, params=params, on_done=done)
+                                  show_progress=not quiet, params=params, on_done=done,
+                                  executor=make_executor(executor, ray_address))
         t = Table(title=f"audit of {name}")
         for c in ("check", "flagged", "% rows", "found", "mean score", "seconds"):
             t.add_column(c, justify="right" if c not in ("check", "found") else "left", no_wrap=c == "check")

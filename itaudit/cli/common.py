@@ -18,3 +18,27 @@ DbOption = typer.Option(None, "--db", help="DuckDB file [default: $ITAUDIT_DB or
 
 def db_path(db: str | None) -> str:
     return db or default_db()
+
+
+ExecutorOption = typer.Option("local", "--executor",
+                              help="where row-parallel stages run: local (this machine) or ray (needs itaudit[ray])")
+RayAddressOption = typer.Option(None, "--ray-address",
+                                help="Ray cluster to join (e.g. auto, ray://head:10001) [default: $ITAUDIT_RAY_ADDRESS, "
+                                     "else a local cluster]")
+
+
+def make_executor(kind: str, ray_address: str | None = None):
+    """The executor named on the command line (`--executor`, `--ray-address`)."""
+    from ..errors import ItauditError
+
+    if kind == "local":
+        if ray_address:
+            raise ItauditError("--ray-address needs --executor ray")
+        from ..steps.executor import LocalExecutor
+
+        return LocalExecutor()
+    if kind == "ray":
+        from ..steps.executor_ray import RayExecutor
+
+        return RayExecutor(ray_address)
+    raise ItauditError(f"unknown executor {kind!r}; choose local or ray")
