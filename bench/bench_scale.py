@@ -85,6 +85,10 @@ def near_dup_flags(frame, executor_map) -> tuple[np.ndarray, dict, dict]:
     return roots, pairs, {"signatures": t1 - t0, "pairs_clusters": time.perf_counter() - t1}
 
 
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
 def pipeline(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) -> dict:
     """The full single-machine run (in the child process)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,8 +100,9 @@ def pipeline(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) 
     from itaudit.store import Store
     from itaudit.trace import TraceItem, Tracer
 
-    out: dict = {"n": n, "stages": {}, "rss": {}}
+    out: dict = {"n": n, "stages": {}, "rss": {}, "cpu": {}, "loadavg_start": os.getloadavg()}
     st = out["stages"]
+    cpu = out["cpu"]
     work.mkdir(parents=True, exist_ok=True)
     src = work / f"it_{n}.jsonl"
     if not src.exists() or not Path(f"{src}.truth.json").exists():
@@ -110,21 +115,27 @@ def pipeline(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) 
         p.unlink(missing_ok=True)
     store = Store(db)
 
-    t = time.perf_counter()
+    log("ingest")
+    t, c = time.perf_counter(), time.process_time()
     ingest(store, src, "it", "alpaca", show_progress=False)
     st["ingest"] = time.perf_counter() - t
+    cpu["ingest"] = time.process_time() - c
     out["rss"]["ingest"] = rss()
 
-    t = time.perf_counter()
+    log("exact duplicates")
+    t, c = time.perf_counter(), time.process_time()
     ctx = Ctx(store, "it")
     ex = exact_duplicates(ctx)
     st["exact_duplicates"] = time.perf_counter() - t
+    cpu["exact_duplicates"] = time.process_time() - c
     exact_cluster = np.asarray(ex.cluster_id)
 
     frame = store.instances("it", "idx, instruction, input, response")
-    t = time.perf_counter()
+    log("minhash")
+    t, c = time.perf_counter(), time.process_time()
     roots, pairs, tm = near_dup_flags(frame, local_map)
     st["minhash_near_duplicates"] = time.perf_counter() - t
+    cpu["minhash_near_duplicates"] = time.process_time() - c
     out["minhash_detail"] = tm
     out["rss"]["minhash"] = rss()
     from itaudit.audit.near_duplicates import instance_shingles, jaccard
@@ -147,25 +158,31 @@ def pipeline(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) 
 
     # Ray vs local on a slice (same run, same data)
     if ray_slice:
+        log("ray vs local")
         out["ray"] = ray_vs_local(frame.head(ray_slice))
     del frame
 
     # prompt embeddings: a real sample's throughput; the sharded IVF over n vectors
+    log("embed sample + sharded IVF")
     out["embed"] = embed_and_index(store, n, embed_sample)
     out["rss"]["index"] = rss()
 
-    t = time.perf_counter()
+    log("span index")
+    t, c = time.perf_counter(), time.process_time()
     ix = build_sharded_span_index(store, "it", work / "indexes", shard_rows=250_000)
     st["span_index"] = time.perf_counter() - t
+    cpu["span_index"] = time.process_time() - c
     out["span_index"] = {"shards": len(ix.shards), "bytes": ix.size_bytes(),
                          "tokens": int(sum(s.meta["n_tokens"] for s in ix.shards))}
     out["rss"]["span_index"] = rss()
 
     items = [TraceItem(f"fact{k}", f["question"], f["response"]) for k, f in enumerate(truth["facts"][:100])]
     tracer = Tracer(store, "it", index=ix)
-    t = time.perf_counter()
+    log("trace")
+    t, c = time.perf_counter(), time.process_time()
     traces = tracer.trace(items)
     st["trace_100"] = time.perf_counter() - t
+    cpu["trace_100"] = time.process_time() - c
     lat = [tr.seconds * 1000 for tr in traces]
     hits = 0
     for tr, f in zip(traces, truth["facts"], strict=False):
@@ -175,6 +192,7 @@ def pipeline(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) 
                     "fact_top1_recall": hits / max(1, len(items))}
     out["total_seconds"] = sum(st.values()) + out["embed"]["extrapolated_embed_seconds"] + out["embed"]["index_seconds"]
     out["peak_rss"] = vm_hwm()
+    out["loadavg_end"] = os.getloadavg()
     store.close()
     return out
 
@@ -185,17 +203,19 @@ def embed_and_index(store, n: int, sample: int) -> dict:
 
     emb = Embedder()
     idx = np.linspace(0, n - 1, min(sample, n)).astype(np.int64)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     vecs = embed_dataset(store, "it", "instruction", emb, show_progress=False, idx=idx)
     secs = time.perf_counter() - t
+    embed_cpu = time.process_time() - c
     rate = len(idx) / secs
     rng = np.random.default_rng(0)
     full = np.tile(vecs, (-(-n // len(vecs)), 1))[:n]
     full = full + 0.05 * rng.standard_normal(full.shape).astype(np.float32)
     full /= np.linalg.norm(full, axis=1, keepdims=True)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     index, info = build_ivf_sharded(full, shard_rows=250_000)
     isecs = time.perf_counter() - t
+    icpu = time.process_time() - c
     q = full[rng.choice(n, 200, replace=False)]
     import faiss
 
@@ -206,7 +226,8 @@ def embed_and_index(store, n: int, sample: int) -> dict:
     from itaudit.index import recall_at_k
 
     return {"sample": len(idx), "texts_per_s": rate, "extrapolated_embed_seconds": n / rate,
-            "index_seconds": isecs, "index_info": {k: v for k, v in info.items() if k != "shard_bytes"},
+            "index_seconds": isecs, "index_cpu_seconds": icpu, "embed_cpu_seconds": embed_cpu,
+            "texts_per_cpu_s": len(idx) / max(embed_cpu, 1e-9), "index_info": {k: v for k, v in info.items() if k != "shard_bytes"},
             "index_bytes": int(sum(info["shard_bytes"])), "recall10_synthetic": recall_at_k(got, truth, 10)}
 
 
@@ -242,9 +263,9 @@ def ray_vs_local(frame) -> dict:
 def run_child(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--n", str(n), "--work", str(work),
            "--data", str(data), "--ray-slice", str(ray_slice), "--embed-sample", str(embed_sample)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, check=False)  # progress on stderr
     if res.returncode:
-        raise RuntimeError(f"scale pipeline failed:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"scale pipeline failed (exit {res.returncode})")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
