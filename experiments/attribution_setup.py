@@ -189,6 +189,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--work", type=Path, default=Path("/tmp/itaudit-attr"))
     ap.add_argument("--only", nargs="*", default=None, help="subset of: control full lora demo")
+    ap.add_argument("--db", default="attr.duckdb", help="DuckDB file in --work for tuning (one per process)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -199,9 +200,9 @@ def main() -> None:
     if "control" in todo:
         generate_answers(a.work, "control", "smollm2")
     if "full" in todo:
-        generate_answers(a.work, "full", str(tune_model(a.work, "full", "full", lay["train_idx"])))
+        generate_answers(a.work, "full", str(tune_model(a.work, "full", "full", lay["train_idx"], db=a.db)))
     if "lora" in todo:
-        generate_answers(a.work, "lora", "smollm2", str(tune_model(a.work, "lora", "lora", lay["train_idx"])))
+        generate_answers(a.work, "lora", "smollm2", str(tune_model(a.work, "lora", "lora", lay["train_idx"], db=a.db)))
     if "demo" in todo:
         generate_answers(a.work, "demo", "smollm2", prompts=demo_prompts(), chat=True, max_new_tokens=48)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from itaudit.trace import (
     find_candidates,
     token_categories,
     token_ranks,
+    token_scores,
     word_categories_from_tokens,
 )
 from tests.tinymodels import tiny_causal_lm, tiny_lora_adapter
@@ -146,12 +148,15 @@ def test_token_ranks_match_prefix_by_prefix_forward_passes(tiny: Path) -> None:
     assert len(ranks) == len(r_ids)
     assert ranks[0][0] == 0 and ranks[-1][1] == len(resp)
     p_ids = lm.encode_prompt(prompt)
-    want = []
+    want, want_bits = [], []
     with torch.no_grad():
         for j, t in enumerate(r_ids):  # independent path: one forward pass per prefix
             logits = lm.model(input_ids=torch.tensor([p_ids + r_ids[:j]])).logits[0, -1]
             want.append(int((logits > logits[t]).sum()) + 1)
+            want_bits.append(float(-torch.log_softmax(logits.float(), -1)[t]) / math.log(2))
     assert [r for *_, r in ranks] == want
+    bits = [b for *_, b in token_scores(lm, prompt, resp)]
+    assert bits == pytest.approx(want_bits, abs=1e-3) and max(bits) > 1.0
     assert {c for *_, c in token_categories(lm, prompt, resp)} <= {"unshifted", "marginal", "shifted"}
 
 

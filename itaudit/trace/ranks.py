@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from ..store import Store
 
 
@@ -26,10 +24,14 @@ def token_ranks(lm: Any, prompt_text: str, response: str, max_tokens: int = 1024
     return [(s, e, r) for s, e, r, _ in token_scores(lm, prompt_text, response, max_tokens)]
 
 
-@torch.no_grad()
 def token_scores(lm: Any, prompt_text: str, response: str,
                  max_tokens: int = 1024) -> list[tuple[int, int, int, float]]:
-    """(char_start, char_end, 1-based rank, surprisal in bits) of each response token under `lm`."""
+    """(char_start, char_end, 1-based rank, surprisal in bits) of each response token under `lm`.
+
+    Scored by the shared chunked scorer (`itaudit.models.scoring`)."""
+    from ..models import pad_id
+    from ..models.scoring import score, scorer_for
+
     tok = lm.tokenizer
     p_ids = lm.encode_prompt(prompt_text)
     enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
@@ -39,14 +41,10 @@ def token_scores(lm: Any, prompt_text: str, response: str,
     r_ids, offsets = r_ids[:room], offsets[:room]
     if not r_ids:
         return []
-    ids = torch.tensor([p_ids + r_ids], dtype=torch.long)
-    logits = lm.model(input_ids=ids).logits[0].float()
-    pred = logits[len(p_ids) - 1: len(p_ids) - 1 + len(r_ids)]
-    actual = pred.gather(1, torch.tensor(r_ids, dtype=torch.long)[:, None])
-    ranks = (pred > actual).sum(dim=1) + 1
-    bits = (torch.logsumexp(pred, dim=1) - actual[:, 0]) / math.log(2)
+    [st] = score(scorer_for(lm.model), [(p_ids, r_ids)], pad_id=pad_id(lm))
+    bits = st.nll / math.log(2)
     return [(int(s), int(e), int(r), round(float(b), 4))
-            for (s, e), r, b in zip(offsets, ranks.tolist(), bits.tolist(), strict=True)]
+            for (s, e), r, b in zip(offsets, st.rank.tolist(), bits.tolist(), strict=True)]
 
 
 def token_categories(lm: Any, prompt_text: str, response: str, max_tokens: int = 1024) -> list[tuple[int, int, str]]:
