@@ -105,8 +105,9 @@ _CODE_LINE = re.compile(r"^\s*(?:def |function |import |#include|#!|for \w+ in |
 _CODE_TASK = re.compile(r"\b(code|program|script|function|api|implement\w*|javascript|python|class|endpoint|query|"
                         r"library|snippet|node\.?js|request)\b", re.I)
 _FENCE = re.compile(r"^[ \t]*```([\w+-]*)[ \t]*\n(.*?)^[ \t]*```", re.S | re.M)
-_JSON_ASK = re.compile(r"\b(?:in|as|into|return|output|produce|generate|format\w*(?: it)? as)\s+(?:a\s+|an\s+|valid\s+)?"
-                       r"json\b", re.I)
+_JSON_ASK = re.compile(r"\b(?:return|output|give|provide|format|respond|reply|answer|present|convert|express|put|"
+                       r"generate|produce|write|list)\b(?:(?![.?!\n]).){0,60}?\b(?:in|as|into)\s+(?:a\s+|an\s+|valid\s+)?json\b",
+                       re.I)
 
 
 def _num(s: str) -> float:
@@ -122,10 +123,12 @@ def matches(stated: str, expected: float, rel: float = 0.0) -> bool:
     v = _num(stated)
     if rel:
         return abs(v - expected) <= rel * max(abs(expected), 1e-9) + 0.5 * 10 ** -_decimals(stated)
+    if v == expected:
+        return True
     if abs(expected) > 1e15:   # beyond float precision: relative comparison
         return abs(v - expected) <= 1e-12 * abs(expected)
     d = _decimals(stated)
-    eps = 1e-9 * max(1.0, abs(expected))
+    eps = min(1e-9 * max(1.0, abs(expected)), 0.1 * 10 ** -d)
     # a tie (5.25 as "5.3" or "5.2") is right when written with decimals; 4.5 as "4" or "5" is not
     return abs(v - expected) < 0.5 * 10 ** -d + (eps if d else -eps)
 
@@ -368,8 +371,17 @@ def _looks_code(line: str) -> bool:
     return bool(re.search(r"[=()\[\]{}:]|^\s*(?:def|class|return|import|from|if|for|while|print|try|with)\b", line))
 
 
+_NOT_PY = re.compile(r"^\s*(?:import\s.*\sfrom\s+['\"]|const |let |var |function |#include|public |private |package |"
+                     r"using |fn |<\?php|<!DOCTYPE|<html|\$ |npm |pip3? |git |curl |sudo |apt|brew |docker |gem |"
+                     r"SELECT |CREATE |INSERT |export )|=>\s*\{|;\s*$", re.M | re.I)
+
+
 def _pythonic_start(block: str) -> bool:
-    first = next((ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")
+    """The block opens like Python and has no marks of another language (`;` line ends, `const`, shell)."""
+    code = [ln for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not code or len(_NOT_PY.findall(block)) > max(1, len(code) // 10):
+        return False
+    first = code[0].strip()
     return bool(_PY_START.match(first) or re.match(r"^[A-Za-z_][\w.]*\s*(?:\[[^\]]*\])?\s*=[^=]", first))
 
 
@@ -379,13 +391,14 @@ def python_blocks(instruction: str, inp: str, response: str) -> list[str]:
     text = html.unescape(response or "")
     blocks = _FENCE.findall(text)
     if blocks:
-        py = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3")]
+        # a "python" label alone is not trusted (exported chats label every block python)
+        py = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3") and _pythonic_start(code)]
         if "python" in prompt.lower() and not _OTHER_LANG.search(prompt):
             py += [code for lang, code in blocks if not lang and _pythonic_start(code)]
         return py
     r = text.strip("\n")
     lines = [ln for ln in r.splitlines() if ln.strip()]
-    if not lines or not _PY_START.match(lines[0].lstrip()) or _OTHER_LANG.search(prompt):
+    if not lines or not _PY_START.match(lines[0].lstrip()) or _OTHER_LANG.search(prompt) or not _pythonic_start(r):
         return []
     if ("{" in r and ";" in r and "def " not in r) or re.search(r"\)?\s*\{\s*$", lines[0]) \
             or any(re.search(r"(?:\)|\w)\s*\{\s*$", ln) and not ln.rstrip().endswith("({") for ln in lines) \
@@ -421,10 +434,19 @@ def _syntax_issue(code: str) -> dict | None:
                 lines = lines[:at]   # the code ended before this line (prose or printed output follows)
                 continue
             nxt = next((ln.strip() for ln in lines[at:] if ln.strip()), "")
-            if e.msg.startswith("expected an indented block") and nxt.startswith(("#", "...", "pass")):
-                return None   # a stub to fill in ("# Implement your solution here")
+            head = re.search(r"on line (\d+)", e.msg)
+            body = lines[int(head.group(1)):at] if head else []
+            if e.msg.startswith("expected an indented block") and (
+                    nxt.startswith(("#", "...", "pass")) or (any(b.strip().startswith("#") for b in body)
+                                                          and all(not b.strip() or b.strip().startswith("#") for b in body))):
+                return None   # a stub to fill in ("# Implement your solution here", "# ... as before")
+            code_lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            if len(code_lines) <= 1 or (e.msg.startswith("unexpected indent") and at <= 1):
+                return None   # a quoted header line, or a fragment from inside a block (a continuation)
+            cut = at >= len(lines) - 1 or not any(ln.strip() for ln in lines[at + 1:])
             return _issue("code_syntax", "Python that parses", f"SyntaxError: {e.msg} (line {e.lineno})",
-                          f"the Python code does not parse: {e.msg} at line {e.lineno}: {bad[:80]!r}")
+                          f"the Python code does not parse{' (the answer is cut off mid-code)' if cut else ''}: "
+                          f"{e.msg} at line {e.lineno}: {bad[:80]!r}")
     return None
 
 
@@ -448,7 +470,7 @@ def check_code(instruction: str, inp: str, response: str) -> dict | None:
 
 
 def _json_in(text: str) -> bool:
-    t = (text or "").strip()
+    t = (text or "").strip().replace("\\_", "_")   # markdown-escaped underscores (exported chats)
     cands = [code for _, code in _FENCE.findall(t)] + [t]
     for s in (t.find("{"), t.find("[")):
         if s >= 0:
