@@ -434,7 +434,7 @@ def _syntax_issue(code: str) -> dict | None:
                 lines = lines[:at]   # the code ended before this line (prose or printed output follows)
                 continue
             nxt = next((ln.strip() for ln in lines[at:] if ln.strip()), "")
-            head = re.search(r"on line (\d+)", e.msg)
+            head = re.search(r"function definition on line (\d+)", e.msg)
             body = lines[int(head.group(1)):at] if head else []
             if e.msg.startswith("expected an indented block") and (
                     nxt.startswith(("#", "...", "pass")) or (any(b.strip().startswith("#") for b in body)
