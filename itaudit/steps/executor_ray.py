@@ -11,9 +11,10 @@ yields `(chunk_id, result)` as chunks finish; it computes, the runner stores):
 - results stream back to the driver in completion order (DataFrames as Arrow IPC bytes); the
   runner commits each chunk with its completion marker, so the single DuckDB writer stays on
   the driver;
-- faults: a worker process that dies mid-chunk is retried by Ray (`max_retries` for tasks,
-  restarted actors with `max_task_retries` for pools); a run that fails anyway resumes from the
-  chunks the runner already committed (`step_chunks`).
+- faults: a worker process that dies mid-chunk is retried by Ray with its defaults (a task is
+  retried up to 3 times on a worker's death; Ray Data restarts pool actors and retries their
+  tasks); a run that fails anyway resumes from the chunks the runner already committed
+  (`step_chunks`).
 
 Local cluster: `RayExecutor()` starts one (`ray.init(num_cpus=...)`); an existing cluster:
 `RayExecutor(address="auto")` or `"ray://head:10001"` (every node needs itaudit installed).
@@ -90,14 +91,12 @@ def ray_available() -> bool:
 class RayExecutor:
     """Maps `step.compute_chunk` over chunks with Ray Data; identical results to `LocalExecutor`."""
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, concurrency: int | None = None,
-                 max_retries: int = 3):
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, concurrency: int | None = None):
         if not ray_available():
             raise ItauditError("the Ray executor needs the ray extra: pip install 'itaudit[ray]'")
         self.address = address or os.environ.get("ITAUDIT_RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.concurrency = concurrency
-        self.max_retries = max_retries
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address or 'local'})"
@@ -144,10 +143,8 @@ class RayExecutor:
                                   "memory": res.memory_gb * 2**30 if res.memory_gb else None}
         if res.model:
             n = self.concurrency or max(1, int(self.workers() // max(res.cpus, 1)))
-            ds = ds.map_batches(_StepActor, fn_constructor_args=(step, world_size), concurrency=n,
-                                max_restarts=-1, max_task_retries=self.max_retries, **common)
+            ds = ds.map_batches(_StepActor, fn_constructor_args=(step, world_size), concurrency=n, **common)
         else:
-            ds = ds.map_batches(_task, fn_kwargs={"step": step, "world_size": world_size},
-                                max_retries=self.max_retries, **common)
+            ds = ds.map_batches(_task, fn_kwargs={"step": step, "world_size": world_size}, **common)
         for row in ds.iter_rows():
             yield int(row["chunk_id"]), _decode(bytes(row["result"]))
