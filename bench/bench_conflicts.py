@@ -14,6 +14,9 @@ Pairs of rows posing the same task, judged by the check's pair rule (`judge_pair
 - creative pairs (must not be flagged): an open-ended Alpaca / GPTeacher roleplay prompt answered
   with two different responses to prompts of the same kind.
 
+Half of all twins (seeded) also reword the second prompt ("Please ...", "What's", "Keep the answer
+short."), so the same-task test is exercised, not just identical prompts.
+
 Reports precision and recall overall and recall / false-positive rate per kind. The baseline is the
 former rule (each response has numbers or capitalised names the other lacks), run on the same pairs.
 """
@@ -113,12 +116,23 @@ def _paraphrase(text: str, prompt: str, rng: random.Random) -> tuple[str, str] |
     return "added_fact", text.rstrip() + extra
 
 
+def _reword(ins: str, rng: random.Random) -> str:
+    """The same request in other words: a polite prefix, a contraction or a closing request."""
+    t = ins.strip()
+    options = [lambda x: "Please " + x[:1].lower() + x[1:], lambda x: "Can you help with this? " + x,
+               lambda x: re.sub(r"\bWhat is\b", "What's", x) if "What is" in x else x.rstrip(".?!") + ". Thanks!",
+               lambda x: x.rstrip(".?!") + ". Keep the answer short." if x.rstrip()[-1:] in ".?!" else x + ". Be concise."]
+    return rng.choice(options)(t)
+
+
 def build_pairs(data: Path, quick: bool, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     n_each = 40 if quick else 150
     pairs: list[dict] = []
 
     def add(kind: str, label: int, a: dict, b: dict) -> None:
+        if rng.random() < 0.5:   # half the twins also reword the prompt: the same task, asked another way
+            b = {**b, "instruction": _reword(b["instruction"], rng)}
         pairs.append({"kind": kind, "label": label, "a": a, "b": b})
 
     alpaca = _load_json(data / "alpaca" / "alpaca_5000.json")
