@@ -1,66 +1,109 @@
-"""Benchmark contamination: word 13-gram overlap and embedding near-matches against eval sets.
+"""Benchmark contamination: is an eval question (verbatim, reworded, or wrapped) in the dataset?
 
-Both directions are reported: rows of the IT dataset that contain (part of) an evaluation item,
-and evaluation items that are present in the IT dataset. Evidence (the overlapping text, the
-eval item, the cosine) goes to `check_pairs` with `other_dataset` set to the eval set.
+Both directions are reported: rows of the IT dataset that contain an evaluation question, and
+evaluation items that are present in the IT dataset. Evidence (the aligned text, coverage,
+cosine, answer agreement) goes to `check_pairs` with `other_dataset` set to the eval set.
 
-Matching:
-- Text is normalized (lowercase, words = runs of letters/digits), fields are matched separately.
-- An eval item matches an IT row when they share a word n-gram (n = 13, as in GPT-3's
-  decontamination). Eval texts with fewer than 13 words (but at least `min_words`) are matched
-  on their whole word sequence. n-grams that occur in more than `max_eval_df` eval items are
-  templates (e.g. MMLU's "which of the following ...") and are ignored.
-- coverage = share of the eval item's n-grams found in the IT row.
-- Embedding near-match: cosine of all-MiniLM embeddings of the prompt text (instruction + input).
-- Row score = max(coverage, cosine_score) where cosine_score rises linearly from 0 at cosine
-  2t - 1 through 0.5 at the threshold t = `embed_threshold` to 1 at cosine 1; flag when
-  coverage >= `min_coverage` or cosine >= t.
+Matching (per eval item, the *question*: `eval_fields`, default the instruction; the answer is
+separate evidence and never dilutes the score):
+1. Candidates: IT texts sharing word bigrams with the question (bigrams shared by more than
+   `max_eval_df` eval items are templates and ignored), then an IDF-weighted bag-of-words bound.
+2. Aligned coverage: the best alignment of the question's words inside the IT text (free prefix
+   and suffix, so a question wrapped in a longer instruction aligns whole; a swapped word costs
+   its own IDF weight; each extra word inserted inside the match costs a tenth of an average
+   word). coverage = aligned weight / question weight. Flag at `min_coverage`.
+3. Second stage for the ambiguous band [`candidate_coverage`, `min_coverage`): the question and
+   the aligned window of the IT text are embedded (the dataset's embedder) and the pair is
+   flagged when their cosine reaches `confirm_threshold`. A topical near-miss ("the tallest
+   mountain in Europe" vs "the name of the tallest mountain") aligns partly but does not mean
+   the same, so it stays below.
+Optional `dense`: whole-prompt embeddings (cached) vs the eval questions, flag at `embed_threshold`.
+
+Eval sets are dataset names in the store or files (`path` or `name=path`), read in memory
+(`itaudit.ingest.eval_formats`): the check never writes.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from ..errors import ItauditError
-from ..store import Store
+from ..ingest.eval_formats import EvalSet, read_eval_set, short_answers
+from ..steps.base import Params, Resources, Step
+from ..text import ALNUM, ngram_hashes, texts_codes
+from ..text import words as _words
 from .base import CheckResult, save_result
 
-_WORD_RE = r"[^\W_]+"   # runs of letters/digits (Unicode), as polars/Rust regex
+IT_FIELDS = ("system", "instruction", "input", "response")
+EVAL_FIELDS = ("instruction", "input", "response")
+_PROMPT = ("system", "instruction", "input")   # IT fields joined into one prompt text
 _SEED = 13
+GAP = 0.1   # cost of a word inserted inside an aligned question, in average question words
 
 
 def words(text: str | None) -> list[str]:
-    """The normalized words of `text` (lowercase letter/digit runs), as the n-gram scan sees them."""
-    if not text:
-        return []
-    return pl.Series([text]).str.to_lowercase().str.extract_all(_WORD_RE).to_list()[0] or []
+    """The normalized words of `text` (lowercase letter/digit runs), as matching sees them."""
+    return _words(text, ALNUM)
 
+
+@dataclass(frozen=True)
+class ContaminationParams(Params):
+    against: list[str] = field(default_factory=list)
+    it_fields: list[str] = field(default_factory=lambda: ["instruction", "input", "response"])
+    eval_fields: list[str] = field(default_factory=lambda: ["instruction"])
+    min_words: int = 3
+    min_coverage: float = 0.8
+    candidate_coverage: float = 0.5
+    confirm_threshold: float = 0.85
+    embeddings: bool = True
+    max_eval_df: int = 10
+    max_pairs_per_row: int = 5
+    dense: bool = False
+    embed_threshold: float = 0.92
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("it_fields", IT_FIELDS), ("eval_fields", EVAL_FIELDS)):
+            got = list(getattr(self, name))
+            bad = [f for f in got if f not in allowed]
+            if bad or not got:
+                raise ItauditError(f"contamination.{name}: {', '.join(map(repr, bad)) or 'empty'} "
+                                   f"not a field; choose from {', '.join(allowed)}")
+        if not 0 < self.candidate_coverage <= self.min_coverage <= 1:
+            raise ItauditError("contamination: need 0 < candidate_coverage <= min_coverage <= 1, got "
+                               f"{self.candidate_coverage} and {self.min_coverage}")
+        for name in ("confirm_threshold", "embed_threshold"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ItauditError(f"contamination.{name}: a cosine in [-1, 1], got {getattr(self, name)}")
+        if self.min_words < 1 or self.max_eval_df < 1 or self.max_pairs_per_row < 1:
+            raise ItauditError("contamination: min_words, max_eval_df and max_pairs_per_row must be >= 1")
+
+
+# ---------------------------------------------------------------------------- text -> codes
 
 @dataclass
 class _Segments:
     """Many texts tokenized at once: word codes concatenated, with each text's start and length."""
 
-    codes: np.ndarray      # uint64 hash per word
+    codes: np.ndarray      # uint64 code per word
     start: np.ndarray      # int64 per text
     length: np.ndarray     # int64 per text
     texts: list[str | None]
 
     @classmethod
-    def of(cls, texts: list[str | None], chunk: int = 20_000) -> _Segments:
-        codes, lengths = [], []
-        for c0 in range(0, len(texts), chunk):   # chunks bound the memory of the word lists
-            lists = pl.Series(texts[c0:c0 + chunk], dtype=pl.Utf8).fill_null("").str.to_lowercase().str.extract_all(_WORD_RE)
-            lengths.append(lists.list.len().fill_null(0).to_numpy().astype(np.int64))
-            codes.append(lists.explode().drop_nulls().hash(seed=_SEED).to_numpy().astype(np.uint64) | np.uint64(1))
-        length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    def of(cls, texts: list[str | None]) -> _Segments:
+        codes, length = texts_codes(texts, ALNUM, seed=_SEED)
         start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64) if len(length) else length
-        return cls(np.concatenate(codes) if codes else np.zeros(0, np.uint64), start, length, texts)
+        return cls(codes | np.uint64(1), start, length, texts)
+
+    def tokens(self, seg: int) -> np.ndarray:
+        return self.codes[self.start[seg]: self.start[seg] + self.length[seg]]
 
     def words(self, seg: int, a: int, b: int) -> list[str]:
         return words(self.texts[seg])[a:b]
@@ -80,9 +123,8 @@ class _Segments:
             b = min(max(b, a + 1), n_seg)
             w0, w1 = int(self.start[a]), int(ends[b - 1])
             if w1 - w0 >= k:
-                h = _ngram_hashes(self.codes[w0:w1], k)
-                lens = self.length[a:b]
-                seg_of = np.repeat(np.arange(a, b), lens)[: len(h)]
+                h = ngram_hashes(self.codes[w0:w1], k)
+                seg_of = np.repeat(np.arange(a, b), self.length[a:b])[: len(h)]
                 off = np.arange(len(h)) + w0 - self.start[seg_of]
                 ok = off + k <= self.length[seg_of]
                 if mask is not None:
@@ -91,276 +133,496 @@ class _Segments:
             a = b
 
 
-def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every window of n codes (order-sensitive, uint64 wrap-around), O(len) memory."""
-    if len(codes) < n:
-        return np.zeros(0, dtype=np.uint64)
-    m = len(codes) - n + 1
-    h = np.zeros(m, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(n):
-            mult = np.uint64((0x9E3779B97F4A7C15 * (j + 1)) & 0xFFFFFFFFFFFFFFFF) | np.uint64(1)
-            h += codes[j: j + m] * mult
-        h ^= h >> np.uint64(29)
-    return h
+def align(q: np.ndarray, w: np.ndarray, t: np.ndarray, gap: float) -> tuple[float, int, int, int]:
+    """Best alignment of all of question `q` (word weights `w`) inside text `t`, free prefix and
+    suffix in `t`: (matched weight - gap * words inserted inside, start, end, matched words).
 
-
-def _texts(df: pl.DataFrame, fields: Sequence[str]) -> list[list[str]]:
-    cols = [df[f].to_list() for f in fields]
-    return [[c[i] or "" for c in cols] for i in range(df.height)]
-
-
-def _embed(store: Store, dataset: str, show_progress: bool, cache: dict) -> np.ndarray:
-    """Cached, L2-normalized all-MiniLM embeddings of instruction + input, aligned with idx."""
-    from ..embed import Embedder, embed_dataset
-
-    if cache.get("embedder") is None:
-        cache["embedder"] = Embedder()
-    return embed_dataset(store, dataset, "prompt", embedder=cache["embedder"], show_progress=show_progress)
-
-
-def cosine_score(cos: np.ndarray, threshold: float) -> np.ndarray:
-    """0 below 2t - 1, 0.5 at the flag threshold t, 1 at cosine 1 (linear in between)."""
-    lo = 2 * threshold - 1
-    return np.clip((np.asarray(cos, dtype=float) - lo) / max(1 - lo, 1e-9), 0, 1)
-
-
-def resolve_eval_sets(store: Store, against: Sequence[str] | str, *, show_progress: bool = False) -> list[str]:
-    """Eval set names; entries may also be files (`path` or `name=path`), ingested on first use.
-
-    A file is ingested with the format auto-detected and invalid rows skipped (MMLU has stray
-    header rows), under `name` or `<folder>_<stem>` (`gsm8k_test`; `mmlu` for mmlu/mmlu.jsonl); re-ingesting an
-    unchanged file is a no-op.
+    A swapped word is a substitution (costs its own weight, no gap); `t[start:end]` is the span.
+    Vectorized over `t`: one pass of numpy operations per question word.
     """
-    from pathlib import Path
+    n = len(t)
+    ar = np.arange(n + 1)
+    h = np.zeros(n + 1)
+    s = ar.copy()
+    c = np.zeros(n + 1, dtype=np.int64)
+    for i in range(len(q)):
+        m = t == q[i]
+        diag = h[:-1] + w[i] * m
+        better = np.concatenate([[False], diag > h[1:]])
+        cand = h.copy()
+        cand[better] = diag[better[1:]]
+        cs = np.where(better, np.concatenate([[0], s[:-1]]), s)
+        cc = np.where(better, np.concatenate([[0], c[:-1] + m]), c)
+        v = cand + gap * ar
+        acc = np.maximum.accumulate(v)
+        pos = np.maximum.accumulate(np.where(v >= acc, ar, 0))
+        h, s, c = acc - gap * ar, cs[pos], cc[pos]
+    j = int(np.argmax(h))
+    return float(h[j]), int(s[j]), j, int(c[j])
 
-    from ..ingest import ingest
 
-    items = [a.strip() for a in against.split(",")] if isinstance(against, str) else [str(a).strip() for a in against]
-    names = []
-    for item in filter(None, items):
+def edits(q: np.ndarray, w: np.ndarray, t: np.ndarray, gap: float) -> tuple[int, int, int]:
+    """(substituted, deleted, inserted) words of the best alignment of `q` onto the span `t`.
+
+    Deleted counts only the question words weighing at least half the question's mean weight
+    (dropping "the" is not an edit; dropping "Europe" is). Run on short spans (the aligned ones).
+    """
+    m, n = len(q), len(t)
+    h = np.zeros((m + 1, n + 1))
+    h[1:, 0] = 0.0
+    h[0, 1:] = -gap * np.arange(1, n + 1)        # the span is fixed: insertions before the first match cost
+    move = np.zeros((m + 1, n + 1), dtype=np.int8)  # 1 diag, 2 delete q word, 3 insert t word
+    move[1:, 0], move[0, 1:] = 2, 3
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            d = h[i - 1, j - 1] + (w[i - 1] if q[i - 1] == t[j - 1] else 0.0)
+            u = h[i - 1, j]
+            le = h[i, j - 1] - gap
+            if d >= u and d >= le:
+                h[i, j], move[i, j] = d, 1
+            elif u >= le:
+                h[i, j], move[i, j] = u, 2
+            else:
+                h[i, j], move[i, j] = le, 3
+    heavy = w >= 0.5 * float(w.mean())
+    sub = dele = ins = 0
+    i, j = m, n
+    while i > 0 or j > 0:
+        mv = move[i, j]
+        if mv == 1:
+            sub += int(q[i - 1] != t[j - 1])
+            i, j = i - 1, j - 1
+        elif mv == 2:
+            dele += int(heavy[i - 1])
+            i -= 1
+        else:
+            ins += 1
+            j -= 1
+    return sub, dele, ins
+
+
+# ---------------------------------------------------------------------------- eval sets
+
+@dataclass
+class _Eval:
+    name: str
+    path: str | None
+    idx: np.ndarray
+    question: list[str]
+    answers: list[list[str]]
+    n_rejected: int = 0
+
+
+def _read(ctx: Any, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+    return ctx.read(sql, params) if hasattr(ctx, "read") else ctx.store.query(sql, params)
+
+
+def _join(parts: Sequence[str | None]) -> str:
+    return "\n".join(p for p in parts if p)
+
+
+def load_eval_sets(ctx: Any, against: Sequence[str], eval_fields: Sequence[str], dataset: str) -> list[_Eval]:
+    """Eval sets by dataset name (read from the store) or file (`path`, `name=path`; read in memory)."""
+    out = []
+    for item in (a.strip() for a in against if a and a.strip()):
         name, sep, path = item.partition("=")
         if not sep:
-            if store.dataset_info(item) is not None or not Path(item).exists():
-                names.append(item)
-                continue
-            path = item
-            p = Path(item)
-            folder, stem = (re.sub(r"[^a-z0-9_]+", "_", x.lower()).strip("_") for x in (p.resolve().parent.name, p.stem))
-            name = stem if stem.startswith(folder) else f"{folder}_{stem}"   # mmlu/mmlu -> mmlu
-        ingest(store, path, name.strip(), skip_invalid=True, show_progress=show_progress)
-        names.append(name.strip())
-    return names
+            name, path = "", item
+        known = _read(ctx, "SELECT name FROM datasets WHERE name = ?", [item]).height > 0 if not sep else False
+        if known:
+            df = _read(ctx, "SELECT idx, instruction, input, response FROM instances WHERE dataset = ? ORDER BY idx", [item])
+            ev = EvalSet(item, None, "store", df.with_columns(
+                pl.Series("answers", [short_answers(r) for r in df["response"].to_list()], dtype=pl.List(pl.Utf8))))
+        elif Path(path).exists():
+            ev = read_eval_set(path, name.strip() or None)
+        else:
+            raise ItauditError(f"contamination: eval set {item!r} is neither a dataset in the store nor a file")
+        if ev.name == dataset:
+            raise ItauditError(f"contamination: {ev.name!r} is the dataset being checked")
+        f = ev.frame
+        cols = [f[c].to_list() if c in f.columns else [None] * f.height for c in eval_fields]
+        out.append(_Eval(ev.name, ev.path, f["idx"].to_numpy().astype(np.int64),
+                         [_join(p) for p in zip(*cols, strict=True)], f["answers"].to_list(), ev.n_rejected))
+    if not out:
+        raise ItauditError("contamination needs eval sets: -s contamination.against=mmlu,gsm8k "
+                           "(dataset names or files, e.g. ../shared/data/gsm8k/test.jsonl)")
+    names = [e.name for e in out]
+    if len(set(names)) != len(names):
+        raise ItauditError(f"contamination: eval set names repeat ({', '.join(names)}); use name=path")
+    return out
 
 
-def _contamination(
-    store: Store,
-    dataset: str,
-    *,
-    against: Sequence[str] | str = (),
-    n: int = 13,
-    min_words: int = 8,
-    max_eval_df: int = 10,
-    min_coverage: float = 0.5,
-    embeddings: bool = True,
-    embed_threshold: float = 0.92,
-    it_fields: Sequence[str] = ("instruction", "input", "response"),
-    eval_fields: Sequence[str] = ("instruction", "input", "response"),
-    max_pairs_per_row: int = 5,
-    show_progress: bool = False,
-    embedder: object | None = None,
-) -> tuple[CheckResult, list[CheckResult]]:
-    """(result on `dataset`, one result per eval set flagging its items found in `dataset`)."""
-    against = resolve_eval_sets(store, against, show_progress=show_progress)
-    if not against:
-        raise ItauditError("contamination needs eval datasets: against=['mmlu', 'gsm8k', ...]")
-    store.require_dataset(dataset)
-    for ev in against:
-        store.require_dataset(ev)
-        if ev == dataset:
-            raise ItauditError(f"contamination: {ev!r} is the dataset being checked")
+# ---------------------------------------------------------------------------- matching
 
-    it = store.query(f"SELECT idx, {', '.join(sorted(set(it_fields) | {'instruction', 'input'}))} "
-                     "FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
-    n_it = it.height
-    it_idx = it["idx"].to_numpy().astype(np.int64)
-    nf = len(it_fields)
-    it_seg = _Segments.of([v for row in _texts(it, it_fields) for v in row])   # segment = i * nf + field
-    best_cov = np.zeros(n_it)
-    best_cos = np.zeros(n_it)
-    pair_rows: list[dict] = []
-    per_eval: dict[str, dict] = {}
-    reverse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[dict | None]]] = {}
-    it_prompt_vecs: np.ndarray | None = None
-    emb_cache: dict = {"embedder": embedder}
+@dataclass
+class _Match:
+    seg: int
+    item: int
+    coverage: float
+    start: int
+    end: int
+    matched: int
+    edits: tuple[int, int, int] | None = None   # (substituted, deleted, inserted), for the band only
 
-    for ev in against:
-        evdf = store.query(f"SELECT idx, {', '.join(sorted(set(eval_fields) | {'instruction', 'input'}))} "
-                           "FROM instances WHERE dataset = ? ORDER BY idx", [ev])
-        ev_idx = evdf["idx"].to_numpy().astype(np.int64)
-        ne = len(eval_fields)
-        ev_seg = _Segments.of([v for row in _texts(evdf, eval_fields) for v in row])
-        # --- n-gram table of the eval set: sorted (hash, eval row); texts shorter than n (but at
-        # least min_words) contribute their whole word sequence as one gram of their length
-        glen = np.minimum(ev_seg.length, n)
-        glen[ev_seg.length < min_words] = 0
-        ev_total = np.zeros(len(ev_idx), dtype=np.int64)   # distinct n-grams per eval item
-        tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for k in sorted(set(glen[glen > 0].tolist())):
-            parts = [np.stack([h, (seg // ne).astype(np.uint64)], axis=1)
-                     for h, seg, _ in ev_seg.windows(k, np.nonzero(glen == k)[0])]
-            if not parts:
-                continue
-            hj = np.unique(np.concatenate(parts), axis=0)
-            np.add.at(ev_total, hj[:, 1].astype(np.int64), 1)
-            uh, inv, cnt = np.unique(hj[:, 0], return_inverse=True, return_counts=True)
-            keep = cnt[inv] <= max_eval_df                      # drop templates shared by many items
-            tables[k] = (hj[keep, 0], hj[keep, 1].astype(np.int64))   # sorted by hash
 
-        # --- scan the IT texts: every window of each gram length, looked up by binary search
-        hits: dict[tuple[int, int], dict] = {}
-        for k, (keys, rows_j) in tables.items():
-            if not len(keys):
-                continue
-            for h, seg, off in it_seg.windows(k):
-                lo = np.searchsorted(keys, h, side="left")
-                hi = np.searchsorted(keys, h, side="right")
-                found = np.nonzero(hi > lo)[0]
-                for w in found.tolist():
-                    sg, p, hv = int(seg[w]), int(off[w]), int(h[w])
-                    i, f_i = divmod(sg, nf)
-                    for j in rows_j[lo[w]:hi[w]].tolist():
-                        e = hits.setdefault((i, j), {"hashes": set(), "spans": [], "field": it_fields[f_i]})
-                        e["hashes"].add(hv)
-                        e["spans"].append((f_i, p, p + k))
-        ev_hit = np.zeros(len(ev_idx))
-        ev_detail: dict[int, dict] = {}
-        for (i, j), e in hits.items():
-            cov = min(1.0, len(e["hashes"]) / max(1, ev_total[j]))
-            # the longest contiguous matched span in the IT text, as evidence
-            spans = sorted(e["spans"])
-            best, cur = None, None
-            for f_i, s, t_end in spans:
-                if cur and cur[0] == f_i and s <= cur[2]:
-                    cur = (f_i, cur[1], max(cur[2], t_end))
-                else:
-                    cur = (f_i, s, t_end)
-                if best is None or cur[2] - cur[1] > best[2] - best[1]:
-                    best = cur
-            overlap = " ".join(it_seg.words(i * nf + best[0], best[1], best[2]))
-            best_cov[i] = max(best_cov[i], cov)
-            ev_hit[j] = max(ev_hit[j], cov)
-            pair_rows.append({
-                "idx_a": int(it_idx[i]), "idx_b": int(ev_idx[j]), "other_dataset": ev, "score": cov,
-                "evidence": {"via": "ngram", "n": n, "coverage": round(cov, 4), "it_field": e["field"],
-                             "overlap": overlap[:2000], "overlap_words": best[2] - best[1],
-                             "eval_text": " ".join(evdf["instruction"][j].split())[:1000]},
-            })
-            if cov >= ev_detail.get(j, {}).get("coverage", -1):
-                ev_detail[j] = {"it_idx": int(it_idx[i]), "coverage": round(cov, 4), "overlap": overlap[:500]}
+def _candidates(it: _Segments, ev: _Segments, min_words: int, max_eval_df: int, low: float
+                ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """(candidate (segment, item) pairs, vocab, idf weight per vocab word, eval item weight, hit
+    offsets per pair key) for one eval set."""
+    n_ev = len(ev.length)
+    ok_items = np.nonzero(ev.length >= min_words)[0]
+    # vocabulary of the eval questions and document frequencies (eval items + IT segments)
+    vocab = np.unique(ev.codes)
+    V = len(vocab)
+    ev_vid = np.searchsorted(vocab, ev.codes)
+    ev_seg_of = np.repeat(np.arange(n_ev), ev.length)
+    ev_pairs = np.unique(ev_seg_of.astype(np.int64) * V + ev_vid)
+    df = np.bincount((ev_pairs % V).astype(np.int64), minlength=V).astype(np.float64)
+    present: list[np.ndarray] = []
+    n_seg = len(it.length)
+    for a in range(0, n_seg, 20_000):
+        b = min(n_seg, a + 20_000)
+        w0, w1 = int(it.start[a]), int(it.start[b - 1] + it.length[b - 1])
+        codes = it.codes[w0:w1]
+        pos = np.minimum(np.searchsorted(vocab, codes), max(V - 1, 0))
+        hit = vocab[pos] == codes if V else np.zeros(len(codes), bool)
+        seg_of = np.repeat(np.arange(a, b), it.length[a:b])
+        keys = np.unique(seg_of[hit].astype(np.int64) * V + pos[hit])
+        present.append(keys)
+        df += np.bincount((keys % V).astype(np.int64), minlength=V)
+    present_keys = np.concatenate(present) if present else np.zeros(0, np.int64)   # sorted: pieces ascend
+    n_docs = n_ev + n_seg
+    idf = np.log1p(n_docs / (1.0 + df))
+    # per eval item: the vocab ids of its question words (repeats kept) and their total weight
+    item_vids = [ev_vid[ev.start[j]: ev.start[j] + ev.length[j]] for j in range(n_ev)]
+    item_w = np.array([idf[v].sum() for v in item_vids])
 
-        # --- embedding near-matches on the prompt text
-        ev_cos = np.zeros(len(ev_idx))
-        n_embed_pairs = 0
-        if embeddings and len(ev_idx) and n_it:
-            import faiss
+    # anchors: question bigrams that are not templates
+    parts = [np.stack([h, s.astype(np.uint64)], axis=1) for h, s, _ in ev.windows(2, ok_items)]
+    if not parts:
+        return [], vocab, idf, item_w, {}
+    hj = np.unique(np.concatenate(parts), axis=0)
+    _, inv, cnt = np.unique(hj[:, 0], return_inverse=True, return_counts=True)
+    hj = hj[cnt[inv] <= max_eval_df]
+    keys, rows_j = hj[:, 0], hj[:, 1].astype(np.int64)
+    n_anchor = np.bincount(rows_j, minlength=n_ev)
+    need = np.maximum(1, np.ceil(0.5 * n_anchor) - 2).astype(np.int64)
+    hit_seg, hit_item, hit_key, hit_off = [], [], [], []
+    for h, seg, off in it.windows(2):
+        lo = np.searchsorted(keys, h, side="left")
+        hi = np.searchsorted(keys, h, side="right")
+        cnt = hi - lo
+        sel = np.nonzero(cnt)[0]
+        if not len(sel):
+            continue
+        rep = cnt[sel]
+        idx = np.repeat(lo[sel], rep) + (np.arange(rep.sum()) - np.repeat(np.cumsum(rep) - rep, rep))
+        hit_seg.append(np.repeat(seg[sel], rep))
+        hit_off.append(np.repeat(off[sel], rep))
+        hit_item.append(rows_j[idx])
+        hit_key.append(idx)
+    if not hit_seg:
+        return [], vocab, idf, item_w, {}
+    hs, hi_, hk, ho = (np.concatenate(x) for x in (hit_seg, hit_item, hit_key, hit_off))
+    pair = hs.astype(np.int64) * n_ev + hi_
+    # distinct anchors shared per pair
+    uk = np.unique(np.stack([pair, hk.astype(np.int64)], axis=1), axis=0)
+    up, n_shared = np.unique(uk[:, 0], return_counts=True)
+    keep = n_shared >= need[up % n_ev]
+    up = up[keep]
+    # IDF-weighted bag-of-words bound: the share of the question's weight present anywhere in the text
+    cand: list[tuple[int, int]] = []
+    if len(up):
+        segs, items = up // n_ev, up % n_ev
+        lens = np.array([len(item_vids[j]) for j in items])
+        flat_v = np.concatenate([item_vids[j] for j in items])
+        flat_seg = np.repeat(segs, lens)
+        k = flat_seg * V + flat_v
+        pos = np.minimum(np.searchsorted(present_keys, k), max(len(present_keys) - 1, 0))
+        has = present_keys[pos] == k if len(present_keys) else np.zeros(len(k), bool)
+        got = np.bincount(np.repeat(np.arange(len(up)), lens), weights=idf[flat_v] * has, minlength=len(up))
+        bound = got / np.maximum(item_w[items], 1e-9)
+        ok = bound >= low
+        cand = list(zip(segs[ok].tolist(), items[ok].tolist(), strict=True))
+        want = set(up[ok].tolist())
+        order = np.argsort(pair, kind="stable")
+        ps, po = pair[order], ho[order]
+        bounds = np.flatnonzero(np.diff(ps)) + 1
+        offsets = {int(p[0]): o for p, o in zip(np.split(ps, bounds), np.split(po, bounds), strict=True)
+                   if len(p) and int(p[0]) in want}
+        return cand, vocab, idf, item_w, offsets
+    return cand, vocab, idf, item_w, {}
 
-            if it_prompt_vecs is None:
-                it_prompt_vecs = _embed(store, dataset, show_progress, emb_cache)
-            ev_vecs = _embed(store, ev, show_progress, emb_cache)
-            faiss.omp_set_num_threads(2)
-            index = faiss.IndexFlatIP(ev_vecs.shape[1])
-            index.add(ev_vecs)
-            sims, nn = index.search(it_prompt_vecs, 1)
-            sims, nn = sims[:, 0], nn[:, 0]
-            best_cos = np.maximum(best_cos, sims)
-            np.maximum.at(ev_cos, nn, sims)
-            for i in np.nonzero(sims >= embed_threshold)[0].tolist():
-                j = int(nn[i])
-                n_embed_pairs += 1
-                pair_rows.append({
-                    "idx_a": int(it_idx[i]), "idx_b": int(ev_idx[j]), "other_dataset": ev,
-                    "score": float(sims[i]),
-                    "evidence": {"via": "embedding", "cosine": round(float(sims[i]), 4),
-                                 "it_text": it["instruction"][i][:1000],
-                                 "eval_text": evdf["instruction"][j][:1000]},
-                })
-                if j not in ev_detail:
-                    ev_detail[j] = {"it_idx": int(it_idx[i]), "cosine": round(float(sims[i]), 4)}
-        ev_flag = (ev_hit >= min_coverage) | (ev_cos >= embed_threshold)
-        ev_score = np.maximum(ev_hit, cosine_score(ev_cos, embed_threshold))
-        per_eval[ev] = {
-            "n_eval": int(len(ev_idx)),
-            "eval_items_in_dataset": int(ev_flag.sum()),
-            "eval_share_in_dataset": float(ev_flag.mean()) if len(ev_idx) else 0.0,
-            "eval_items_any_ngram": int((ev_hit > 0).sum()),
-            "ngram_pairs": len(hits),
-            "embedding_pairs": n_embed_pairs,
-        }
-        reverse[ev] = (ev_idx, ev_flag, ev_score,
-                       [ev_detail.get(j) if ev_flag[j] else None for j in range(len(ev_idx))])
 
-    flag = (best_cov >= min_coverage) | (best_cos >= embed_threshold)
-    score = np.clip(np.maximum(best_cov, cosine_score(best_cos, embed_threshold)), 0, 1)
-    pairs = _pairs_frame(pair_rows, flag, it_idx, max_pairs_per_row)
-    flagged_pairs = {}
-    if pairs.height:
+def _regions(offsets: np.ndarray, n_text: int, m: int) -> list[tuple[int, int]]:
+    """Merged text regions around anchor hits, wide enough to hold the question and its edits."""
+    pad = 2 * m + 8
+    out: list[list[int]] = []
+    for o in np.unique(offsets).tolist():
+        a, b = max(0, o - pad), min(n_text, o + pad)
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _match_eval_set(it: _Segments, ev_seg: _Segments, p: ContaminationParams) -> list[_Match]:
+    cand, vocab, idf, item_w, offsets = _candidates(it, ev_seg, p.min_words, p.max_eval_df, p.candidate_coverage)
+    n_ev = len(ev_seg.length)
+    out = []
+    for seg, j in cand:
+        q = ev_seg.tokens(j)
+        w = idf[np.searchsorted(vocab, q)]
+        gap = GAP * float(w.mean())
+        t_all = it.tokens(seg)
+        best = None
+        for a, b in _regions(offsets.get(seg * n_ev + j, np.zeros(1, np.int64)), len(t_all), len(q)):
+            score, s, e, k = align(q, w, t_all[a:b], gap)
+            if best is None or score > best[0]:
+                best = (score, s + a, e + a, k)
+        cov = max(0.0, best[0]) / max(float(item_w[j]), 1e-9)
+        if cov >= p.candidate_coverage:
+            ed = edits(q, w, t_all[best[1]:best[2]], gap) if cov < p.min_coverage else None
+            out.append(_Match(seg, j, min(1.0, cov), best[1], best[2], best[3], ed))
+    return out
+
+
+def _clean(mt: _Match, label: str) -> bool:
+    """Band pairs worth the second stage: in a prompt field, every heavy question word is present
+    or swapped for another word (none dropped), and at most one word inserted inside."""
+    return mt.edits is not None and label != "response" and mt.edits[1] == 0 and mt.edits[2] <= 1
+
+
+def _window(it: _Segments, mt: _Match, m: int) -> str:
+    """The aligned IT words, widened to the question's length (a swapped word at either end)."""
+    n = int(it.length[mt.seg])
+    extra = max(0, m - (mt.end - mt.start))
+    a = max(0, mt.start - extra // 2)
+    b = min(n, mt.end + extra - extra // 2)
+    return " ".join(it.words(mt.seg, a, b))
+
+
+def _encode(ctx: Any, texts: list[str]) -> np.ndarray:
+    """Embed texts with the context's embedder (shared with the other steps)."""
+    if hasattr(ctx, "encode"):
+        return np.asarray(ctx.encode(texts), dtype=np.float32)
+    emb = getattr(ctx, "embedder", None)
+    if emb is None:
+        from ..embed import Embedder
+
+        emb = Embedder()
+    return emb.encode(texts)
+
+
+def _answer_in(answers: list[str], text_words: str) -> bool:
+    for a in answers:
+        aw = " ".join(words(a))
+        if aw and f" {aw} " in text_words:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------- the step
+
+class Contamination(Step):
+    name = "contamination"
+    description = ("eval questions in the data, verbatim, reworded or wrapped: aligned IDF-weighted overlap, "
+                   "ambiguous cases confirmed by embeddings (-s contamination.against=mmlu,path/to/gsm8k.jsonl)")
+    Params = ContaminationParams
+    default = False
+    resources = Resources(cpus=1.0, memory_gb=2.0, model="all-MiniLM-L6-v2")
+
+    def compute(self, ctx: Any) -> list[CheckResult]:
+        p: ContaminationParams = self.params  # type: ignore[assignment]
+        dataset = ctx.dataset
+        evals = load_eval_sets(ctx, p.against, p.eval_fields, dataset)
+        cols = sorted(set(p.it_fields) | {"instruction", "input"})
+        it = _read(ctx, f"SELECT idx, {', '.join(cols)} FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
+        if it.height == 0 and _read(ctx, "SELECT name FROM datasets WHERE name = ?", [dataset]).height == 0:
+            raise ItauditError(f"unknown dataset {dataset!r}")
+        it_idx = it["idx"].to_numpy().astype(np.int64)
+        n_it = it.height
+        prompt_f = [f for f in p.it_fields if f in _PROMPT]
+        groups = ([prompt_f] if prompt_f else []) + [[f] for f in p.it_fields if f not in _PROMPT]
+        labels = ["+".join(g) for g in groups]
+        ng = len(groups)
+        gcols = [[it[f].to_list() for f in g] for g in groups]
+        texts = [_join([c[i] for c in gc]) for i in range(n_it) for gc in gcols]   # segment = row * ng + group
+        it_seg = _Segments.of(texts)
+        resp_words: dict[int, str] = {}
+
+        def row_words(i: int) -> str:
+            if i not in resp_words:
+                resp_words[i] = " " + " ".join(w for g in range(ng) for w in words(texts[i * ng + g])) + " "
+            return resp_words[i]
+
+        best = np.zeros(n_it)
+        flag = np.zeros(n_it, dtype=bool)
+        pair_rows: list[dict] = []
+        per_eval: dict[str, dict] = {}
+        reverse: dict[str, tuple] = {}
+        for ev in evals:
+            ev_seg = _Segments.of(ev.question)
+            matches = _match_eval_set(it_seg, ev_seg, p)
+            # second stage: embed the question and the aligned window of ambiguous pairs
+            band = [mt for mt in matches if mt.coverage < p.min_coverage and _clean(mt, labels[mt.seg % ng])]
+            cos = {}
+            if band and p.embeddings:
+                qs = sorted({mt.item for mt in band})
+                q_text = {j: " ".join(words(ev.question[j])) for j in qs}
+                wins = [_window(it_seg, mt, int(ev_seg.length[mt.item])) for mt in band]
+                uniq = sorted(set(wins) | set(q_text.values()))
+                vecs = _encode(ctx, uniq)
+                at = {t: k for k, t in enumerate(uniq)}
+                for mt, wt in zip(band, wins, strict=True):
+                    cos[id(mt)] = float(vecs[at[wt]] @ vecs[at[q_text[mt.item]]])
+            n_ev = len(ev.idx)
+            ev_best = np.zeros(n_ev)
+            ev_flag = np.zeros(n_ev, dtype=bool)
+            ev_detail: dict[int, dict] = {}
+            n_direct = n_confirmed = 0
+            for mt in matches:
+                i = mt.seg // ng
+                c = cos.get(id(mt))
+                direct = mt.coverage >= p.min_coverage
+                confirmed = not direct and c is not None and c >= p.confirm_threshold
+                hit = direct or confirmed
+                n_direct += direct
+                n_confirmed += confirmed
+                score = 0.5 + 0.5 * mt.coverage if hit else 0.5 * mt.coverage
+                agree = _answer_in(ev.answers[mt.item], row_words(i)) if ev.answers[mt.item] else None
+                best[i] = max(best[i], score)
+                flag[i] |= hit
+                ev_best[mt.item] = max(ev_best[mt.item], score)
+                ev_flag[mt.item] |= hit
+                overlap = " ".join(it_seg.words(mt.seg, mt.start, mt.end))
+                evidence = {"via": "ngram" if direct else "ngram+embedding", "coverage": round(mt.coverage, 4),
+                            "it_field": labels[mt.seg % ng], "overlap": overlap[:2000],
+                            "overlap_words": mt.end - mt.start, "matched_words": mt.matched,
+                            "question_words": int(ev_seg.length[mt.item]),
+                            "eval_text": " ".join(ev.question[mt.item].split())[:1000]}
+                if c is not None:
+                    evidence["cosine"] = round(c, 4)
+                if mt.edits is not None:
+                    evidence["edits"] = dict(zip(("substituted", "deleted", "inserted"), mt.edits, strict=True))
+                if agree is not None:
+                    evidence["answer_in_row"] = agree
+                pair_rows.append({"idx_a": int(it_idx[i]), "idx_b": int(ev.idx[mt.item]), "other_dataset": ev.name,
+                                  "score": score, "flag": hit, "evidence": evidence})
+                if hit and score >= ev_detail.get(mt.item, {}).get("score", -1):
+                    ev_detail[mt.item] = {"it_idx": int(it_idx[i]), "score": round(score, 4),
+                                          "coverage": round(mt.coverage, 4), "overlap": overlap[:500]}
+            if p.dense:
+                self._dense(ctx, ev, it_idx, p, best, flag, ev_best, ev_flag, ev_detail, pair_rows)
+            per_eval[ev.name] = {
+                "n_eval": int(n_ev), "eval_items_in_dataset": int(ev_flag.sum()),
+                "eval_share_in_dataset": float(ev_flag.mean()) if n_ev else 0.0,
+                "rows_with_eval_items": len({r["idx_a"] for r in pair_rows if r["flag"] and r["other_dataset"] == ev.name}),
+                "candidate_pairs": len(matches), "ngram_pairs": int(n_direct), "embedding_pairs": int(n_confirmed),
+                "source": ev.path, "n_rejected": ev.n_rejected,
+            }
+            reverse[ev.name] = (ev, ev_flag, ev_best, [ev_detail.get(j) if ev_flag[j] else None for j in range(n_ev)])
+
+        params = p.as_dict()
+        pairs = _pairs_frame(pair_rows, p.max_pairs_per_row)
+        flagged_sets: dict[int, set] = {}
         for ev_name, a in pairs.select("other_dataset", "idx_a").iter_rows():
-            flagged_pairs.setdefault(int(a), set()).add(ev_name)
-    details = [{"eval_sets": sorted(flagged_pairs.get(int(a), ()))} if f else None for a, f in zip(it_idx, flag, strict=False)]
-    params = {"against": list(against), "n": n, "min_words": min_words, "max_eval_df": max_eval_df,
-              "min_coverage": min_coverage, "embeddings": embeddings, "embed_threshold": embed_threshold,
-              "it_fields": list(it_fields), "eval_fields": list(eval_fields)}
-    summary = {"n": n_it, "n_flagged": int(flag.sum()), "share_flagged": float(flag.mean()) if n_it else 0.0,
-               "n_any_ngram": int((best_cov > 0).sum()), "by_eval_set": per_eval}
-    result = CheckResult("contamination", dataset, it_idx, flag, score, summary=summary, params=params,
-                         details=details, pairs=pairs)
-    back_results = []
-    for ev, (ev_idx, ev_flag, ev_score, ev_details) in reverse.items():
-        back = pairs.filter(pl.col("other_dataset") == ev).select(
-            pl.col("idx_b").alias("idx_a"), pl.col("idx_a").alias("idx_b"),
-            pl.lit(dataset).alias("other_dataset"), "score", "evidence")
-        back_results.append(CheckResult(
-            "contamination", ev, ev_idx, ev_flag, np.clip(ev_score, 0, 1),
-            summary={"n": int(len(ev_idx)), "n_flagged": int(ev_flag.sum()), "direction": "eval items found in",
-                     "found_in": dataset, **per_eval[ev]},
-            params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
-    return result, back_results
+            flagged_sets.setdefault(int(a), set()).add(ev_name)
+        details = [{"eval_sets": sorted(flagged_sets.get(int(a), ()))} if f else None for a, f in zip(it_idx, flag, strict=True)]
+        summary = {"n": n_it, "n_flagged": int(flag.sum()), "share_flagged": float(flag.mean()) if n_it else 0.0,
+                   "n_candidates": int((best > 0).sum()), "by_eval_set": per_eval}
+        result = CheckResult("contamination", dataset, it_idx, flag, np.clip(best, 0, 1), summary=summary,
+                             params=params, details=details, pairs=pairs)
+        out = [result]
+        for ev_name, (ev, ev_flag, ev_score, ev_details) in reverse.items():
+            back = pairs.filter(pl.col("other_dataset") == ev_name).select(
+                pl.col("idx_b").alias("idx_a"), pl.col("idx_a").alias("idx_b"),
+                pl.lit(dataset).alias("other_dataset"), "score", "evidence")
+            out.append(CheckResult(
+                "contamination", ev_name, ev.idx, ev_flag, np.clip(ev_score, 0, 1),
+                summary={"n": int(len(ev.idx)), "n_flagged": int(ev_flag.sum()), "direction": "eval items found in",
+                         "found_in": dataset, **per_eval[ev_name]},
+                params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
+        return out
+
+    def _dense(self, ctx, ev: _Eval, it_idx, p: ContaminationParams, best, flag, ev_best, ev_flag, ev_detail,
+               pair_rows) -> None:
+        """Whole-prompt embeddings (cached by the context) vs the eval questions."""
+        import faiss
+
+        it_vecs = ctx.vectors("prompt")
+        ev_vecs = _encode(ctx, ev.question)
+        if not len(it_vecs) or not len(ev_vecs):
+            return
+        index = faiss.IndexFlatIP(ev_vecs.shape[1])
+        index.add(np.ascontiguousarray(ev_vecs, dtype=np.float32))
+        sims, nn = index.search(np.ascontiguousarray(it_vecs, dtype=np.float32), 1)
+        for i in np.nonzero(sims[:, 0] >= p.embed_threshold)[0].tolist():
+            j, c = int(nn[i, 0]), float(sims[i, 0])
+            score = 0.5 + 0.5 * (c - p.embed_threshold) / max(1 - p.embed_threshold, 1e-9)
+            best[i] = max(best[i], score)
+            flag[i] = True
+            ev_best[j] = max(ev_best[j], score)
+            ev_flag[j] = True
+            ev_detail.setdefault(j, {"it_idx": int(it_idx[i]), "cosine": round(c, 4)})
+            pair_rows.append({"idx_a": int(it_idx[i]), "idx_b": int(ev.idx[j]), "other_dataset": ev.name,
+                              "score": score, "flag": True,
+                              "evidence": {"via": "embedding", "cosine": round(c, 4),
+                                           "eval_text": " ".join(ev.question[j].split())[:1000]}})
+
+    # -- display -------------------------------------------------------------
+    def render_text(self, result: Any) -> list[str]:
+        """One line per eval set and direction: "contamination (alpaca ⊃ mt_bench): ..."."""
+        results = result if isinstance(result, list) else [result]
+        lines = []
+        for r in results:
+            s = r.summary
+            if s.get("direction"):
+                lines.append(f"contamination ({s['found_in']} ⊃ {r.dataset}): {s['eval_items_in_dataset']:,} of "
+                             f"{s['n_eval']:,} {r.dataset} items found in {s['found_in']}")
+                continue
+            for ev, v in (s.get("by_eval_set") or {}).items():
+                lines.append(f"contamination ({r.dataset} ⊃ {ev}): {v['rows_with_eval_items']:,} rows hold "
+                             f"{v['eval_items_in_dataset']:,} of {v['n_eval']:,} items "
+                             f"({v['ngram_pairs']:,} by overlap, {v['embedding_pairs']:,} confirmed by embedding)")
+        return lines
 
 
-def contamination_check(store: Store, dataset: str, *, against: Sequence[str] | str = (),
-                        mark_eval: bool = True, **params) -> CheckResult:
-    """Contamination of `dataset` by the eval datasets `against` (names in the same store).
+def _pairs_frame(rows: list[dict], per_row: int) -> pl.DataFrame:
+    """Evidence pairs that flagged a row, the best `per_row` per IT row."""
+    schema = {"idx_a": pl.Int64, "idx_b": pl.Int64, "other_dataset": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
+    keep = [r for r in rows if r["flag"]]
+    if not keep:
+        return pl.DataFrame(schema=schema)
+    df = pl.DataFrame([{k: (json.dumps(v, ensure_ascii=False) if k == "evidence" else v) for k, v in r.items() if k != "flag"}
+                       for r in keep], schema=schema)
+    return (df.sort(["idx_a", "score"], descending=[False, True])
+              .unique(["idx_a", "other_dataset", "idx_b"], keep="first", maintain_order=True)
+              .group_by("idx_a", maintain_order=True).head(per_row))
 
-    With `mark_eval`, also saves a `contamination` result on each eval dataset flagging its
-    items found in `dataset` (the other direction). Keyword params: see `_contamination`.
+
+# ---------------------------------------------------------------------------- entry points
+
+def contamination_check(store: Any, dataset: str, *, against: Sequence[str] | str = (), mark_eval: bool = True,
+                        show_progress: bool = False, embedder: Any = None, **params: Any) -> CheckResult:
+    """Contamination of `dataset` by the eval sets `against` (names in the store or files).
+
+    With `mark_eval`, also saves the other direction on each eval set (its items found in `dataset`).
     """
-    result, back = _contamination(store, dataset, against=against, **params)
+    from .runner import AuditContext
+
+    store.require_dataset(dataset)
+    ctx = AuditContext(store, dataset, show_progress=show_progress, _embedder=embedder)
+    step = Contamination({"against": against, **params})
+    result, *back = step.compute(ctx)
     if mark_eval:
         for b in back:
             save_result(store, b)
     return result
 
 
-def contamination(ctx, against: Sequence[str] | str = (), **params) -> list[CheckResult]:
-    """Runner entry point: the result on the dataset, then one per eval set (other direction)."""
-    if not against:
-        raise ItauditError("check contamination needs eval sets ingested as datasets: "
-                           "itaudit audit NAME --checks contamination --against mmlu,gsm8k")
-    params.setdefault("show_progress", ctx.show_progress)
-    params.setdefault("embedder", ctx.embedder if params.get("embeddings", True) else None)
-    result, back = _contamination(ctx.store, ctx.dataset, against=against, **params)
-    return [result, *back]
+def contamination(ctx: Any, **params: Any) -> list[CheckResult]:
+    """Runner entry point (until the Step registry lands): the result on the dataset, then one per eval set."""
+    return Contamination(params).compute(ctx)
 
-
-def _pairs_frame(rows: list[dict], flag: np.ndarray, it_idx: np.ndarray, per_row: int) -> pl.DataFrame:
-    """Evidence pairs of flagged rows, the best `per_row` per IT row."""
-    schema = {"idx_a": pl.Int64, "idx_b": pl.Int64, "other_dataset": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
-    flagged = set(it_idx[flag].tolist())
-    keep = [r for r in rows if r["idx_a"] in flagged]
-    if not keep:
-        return pl.DataFrame(schema=schema)
-    df = pl.DataFrame([{**r, "evidence": json.dumps(r["evidence"], ensure_ascii=False)} for r in keep], schema=schema)
-    return (df.sort(["idx_a", "score"], descending=[False, True])
-              .unique(["idx_a", "other_dataset", "idx_b"], keep="first", maintain_order=True)
-              .group_by("idx_a", maintain_order=True).head(per_row))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMATS = ("alpaca", "dolly", "sharegpt", "messages", "lima", "oasst", "qa", "prompts")
+FORMATS = ("alpaca", "dolly", "sharegpt", "messages", "lima", "oasst", "qa", "prompts", "eval")
 # Prompt-only formats (evaluation sets) may have an empty response.
 PROMPT_ONLY = {"prompts"}
 
@@ -311,6 +311,10 @@ def detect(rec: Any) -> str:
         return "dolly"
     if "instruction" in keys and ({"output", "response"} & keys):
         return "alpaca"
+    from .eval_formats import detect_eval  # NQ-open answer lists, SimpleQA, HF MMLU choices
+
+    if (ev := detect_eval(rec)) is not None:
+        return ev
     low = {k.lower().replace(" ", "_") for k in keys}
     if "question" in low and ({"answer", "best_answer", "correct_answer"} & low):
         return "qa"
@@ -323,6 +327,16 @@ NORMALIZERS: dict[str, Callable[[dict], Iterator[Turn]]] = {
     "alpaca": alpaca, "dolly": dolly, "sharegpt": sharegpt, "messages": messages,
     "lima": lima, "qa": qa, "prompts": prompts,
 }
+
+
+def _eval(rec: dict) -> Iterator[Turn]:
+    """Eval-set shapes the formats above reject (itaudit/ingest/eval_formats.py)."""
+    from .eval_formats import eval_qa
+
+    return eval_qa(rec)
+
+
+NORMALIZERS["eval"] = _eval
 
 
 def oasst_messages(records: Iterable[Any], on_error: Callable[[Any, FieldError], None] | None = None
