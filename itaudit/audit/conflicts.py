@@ -155,6 +155,9 @@ class ConflictParams(Params):
     k: int = 10
     include_followups: bool = False
     max_chars: int = 3000
+    # False: static-embedding candidates re-scored with the sentence model (itaudit.index.fast);
+    # True: embed every prompt with the sentence model and search exactly (slow)
+    exact_search: bool = False
 
 
 class ConflictingNeighbors(Step):
@@ -166,13 +169,24 @@ class ConflictingNeighbors(Step):
     Params: ClassVar[type[Params]] = ConflictParams
     requires: ClassVar[tuple[str, ...]] = ("embeddings:prompt",)
 
+    def needs(self) -> tuple[str, ...]:
+        p: ConflictParams = self.params  # type: ignore[assignment]
+        return (f"embeddings:{p.field}",) if p.exact_search else ()
+
     def compute(self, ctx: Any) -> CheckResult:
         p: ConflictParams = self.params  # type: ignore[assignment]
         frame = ctx.instances()
         n = frame.height
         idx = frame["idx"].to_numpy().astype(np.int64)
-        vecs = ctx.vectors(p.field)
-        cand = neighbour_pairs(vecs, p.threshold, p.k, show_progress=getattr(ctx, "show_progress", False))
+        if p.exact_search:
+            vecs = ctx.vectors(p.field)
+            cand = neighbour_pairs(vecs, p.threshold, p.k, show_progress=getattr(ctx, "show_progress", False))
+        else:
+            from ..embed import field_texts
+            from ..index.fast import similar_pairs
+
+            cand = similar_pairs(field_texts(frame, p.field), p.threshold,
+                                 lambda pos: ctx.vectors(p.field, idx=idx[pos]), k=p.k)
         hist = frame["history"].cast(pl.Utf8).fill_null("").to_list() if "history" in frame.columns else [""] * n
         sysp = frame["system"].fill_null("").to_list() if "system" in frame.columns else [""] * n
         ins = frame["instruction"].fill_null("").to_list()

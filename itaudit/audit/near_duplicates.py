@@ -161,6 +161,9 @@ class NearDuplicatesParams(Params):
     max_pairs_per_row: int = 50
     use_embedding: bool = True
     use_minhash: bool = True
+    # False: static-embedding candidates re-scored with the sentence model (itaudit.index.fast);
+    # True: embed every row with the sentence model and range-search exactly (slow)
+    exact_search: bool = False
 
 
 class NearDuplicates(Step):
@@ -171,7 +174,8 @@ class NearDuplicates(Step):
     Params = NearDuplicatesParams
 
     def needs(self) -> tuple[str, ...]:
-        return (f"embeddings:{self.params.field}",) if self.params.use_embedding else ()
+        p = self.params
+        return (f"embeddings:{p.field}",) if p.use_embedding and p.exact_search else ()
 
     def compute(self, ctx) -> CheckResult:
         return _near_duplicates(ctx, **self.params.as_dict())
@@ -188,13 +192,21 @@ def near_duplicates(ctx, **params) -> CheckResult:
 
 
 def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float, num_perm: int, shingle: int,
-                     max_words: int, max_pairs_per_row: int, use_embedding: bool, use_minhash: bool) -> CheckResult:
+                     max_words: int, max_pairs_per_row: int, use_embedding: bool, use_minhash: bool,
+                     exact_search: bool = False) -> CheckResult:
     frame = ctx.instances()
     n = frame.height
     idx = frame["idx"].to_numpy().astype(np.int64)
     show = ctx.show_progress
-    vecs = ctx.vectors(field) if use_embedding else None
-    emb = embedding_pairs(vecs, threshold, max_per_row=max_pairs_per_row, show_progress=show) if use_embedding else {}
+    vecs = ctx.vectors(field) if use_embedding and exact_search else None
+    if use_embedding and not exact_search:  # cosine evidence only for the pairs it finds
+        from ..embed import field_texts
+        from ..index.fast import similar_pairs
+
+        emb = similar_pairs(field_texts(frame, field), threshold, lambda pos: ctx.vectors(field, idx=idx[pos]),
+                            max_per_row=max_pairs_per_row)
+    else:
+        emb = embedding_pairs(vecs, threshold, max_per_row=max_pairs_per_row, show_progress=show) if use_embedding else {}
     shingles = instance_shingles(frame, shingle, max_words)
     mh: dict[tuple[int, int], float] = {}
     mhs: list[MinHash] = []
@@ -245,6 +257,6 @@ def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float
     params = {"field": field, "threshold": threshold, "jaccard_threshold": jaccard_threshold, "num_perm": num_perm,
               "shingle": shingle, "max_words": max_words, "max_pairs_per_row": max_pairs_per_row,
               "model": ctx.embedder.cache_key if use_embedding else None,
-              "use_embedding": use_embedding, "use_minhash": use_minhash}
+              "use_embedding": use_embedding, "use_minhash": use_minhash, "exact_search": exact_search}
     return CheckResult("near_duplicates", ctx.dataset, idx, in_cluster, best * in_cluster, summary=summary,
                        params=params, cluster_id=cluster, details=details, pairs=pairs)

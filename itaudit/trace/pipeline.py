@@ -73,21 +73,29 @@ class Neighbours:
     FIELD = "all"
 
     def __init__(self, store: Store, dataset: str, index_dir: str | Path | None = None, show_progress: bool = False):
-        from ..index import build_index, load_index
+        from ..index import load_index
 
         self.store, self.dataset = store, dataset
         idir = Path(index_dir or default_index_dir())
         try:
             self.index = load_index(idir, dataset, self.FIELD, store=store)
-        except Exception:
-            self.index = build_index(store, dataset, self.FIELD, "flat", idir, show_progress=show_progress)
-        self.embedder = self.index.embedder()
+            self.embedder = self.index.embedder()
+        except Exception:  # no saved index: static candidates re-scored exactly, filled lazily (fast)
+            from ..embed import Embedder
+
+            self.index, self.embedder = None, Embedder()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.embedder.encode(texts)
 
-    def search(self, vecs: np.ndarray, k: int) -> list[dict[int, float]]:
-        scores, idx = self.index.search(vecs, k)
+    def search(self, vecs: np.ndarray, k: int, texts: list[str] | None = None) -> list[dict[int, float]]:
+        if self.index is None:
+            from ..index.fast import neighbours_for
+
+            scores, idx = neighbours_for(self.store, self.dataset, texts or [], k, field=self.FIELD,
+                                         embedder=self.embedder, query_vectors=vecs)
+        else:
+            scores, idx = self.index.search(vecs, k)
         return [{int(i): float(s) for s, i in zip(sr, ir, strict=True) if i >= 0} for sr, ir in zip(scores, idx, strict=True)]
 
     def similarities(self, queries: np.ndarray, idx: list[int]) -> dict[int, float]:
@@ -154,7 +162,7 @@ class Tracer:
                                                skip_common=True) if cands else []
         neigh: dict[int, float] = {}
         if self.neighbours is not None and query_vecs is not None:
-            for d in self.neighbours.search(query_vecs, cfg.neighbours_k):
+            for d in self.neighbours.search(query_vecs, cfg.neighbours_k, [item.instruction, item.response]):
                 for i, s in d.items():
                     neigh[i] = max(neigh.get(i, -1.0), s)
         near_occ: dict[int, list[int]] = {}
