@@ -50,7 +50,17 @@ def test_auto_detects_format_and_counts(store, fixtures: Path, file, fmt, n_sour
         # instance id = '<source row>-<turn>-<content hash prefix>'
         assert x["instance_id"] == f"{x['source_row']}-{x['turn']}-{x['content_hash'][:10]}"
         assert x["instruction"].strip()
-        assert x["raw"] is not None and json.loads(x["raw"])  # the raw row is kept as JSON
+    # the raw record is kept as JSON once, on the record's first instance; `records` reads it back
+    first = {}
+    for x in got:
+        first.setdefault(x["source_row"], x["idx"])
+        if first[x["source_row"]] == x["idx"]:
+            assert x["raw"] is not None and json.loads(x["raw"])
+        else:
+            assert x["raw"] is None
+    rec = store.query("SELECT source_row, raw FROM records WHERE dataset = 'ds' ORDER BY source_row")
+    assert rec["source_row"].to_list() == sorted(first)
+    assert rec["raw"].to_list() == [next(y["raw"] for y in got if y["idx"] == first[r]) for r in sorted(first)]
     assert store.query("SELECT count(*) AS n FROM rejected_rows")["n"][0] == 0
 
 

@@ -249,7 +249,7 @@ def _reingest_format(fmt: str, normalized: bool) -> str:
 
 
 def _is_flat_oasst(store: Store, dataset: str) -> bool:
-    raw = store.query("SELECT raw FROM instances WHERE dataset = ? LIMIT 1", [dataset])["raw"][0]
+    raw = store.query("SELECT raw FROM records WHERE dataset = ? LIMIT 1", [dataset])["raw"][0]
     try:
         return not isinstance(json.loads(raw).get("prompt"), dict)
     except (TypeError, ValueError, AttributeError):
@@ -294,8 +294,9 @@ def _records(store: Store, dataset: str, kept: list[int], normalized: bool) -> l
                 recs.append(rec)
             return recs
         df = store.query(
-            "SELECT first(i.raw ORDER BY i.idx) AS raw FROM instances i JOIN _itaudit_keep k USING (idx) "
-            "WHERE i.dataset = ? GROUP BY i.source_row ORDER BY i.source_row", [dataset])
+            "SELECT r.raw FROM records r JOIN (SELECT DISTINCT i.source_row FROM instances i JOIN _itaudit_keep k "
+            "USING (idx) WHERE i.dataset = ?) s USING (source_row) WHERE r.dataset = ? ORDER BY r.source_row",
+            [dataset, dataset])
         return [json.loads(r) for r in df["raw"].to_list()]
     finally:
         store.conn.unregister("_itaudit_keep")

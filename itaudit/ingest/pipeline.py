@@ -28,7 +28,7 @@ _JSON_RAW = json.JSONEncoder(ensure_ascii=False, default=str)
 INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
 REJECTED_RAW_CHARS = 10_000  # raw text kept per rejected row
 BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
-NORMALIZER_VERSION = "3"
+NORMALIZER_VERSION = "4"  # 4: raw JSON once per record
 
 
 @dataclass
@@ -220,7 +220,8 @@ def ingest(
                 continue
             hist = _JSON.encode(t.history) if t.history else None
             h = content_hash(t, hist)
-            if rec is not last_rec:  # the raw JSON of a multi-turn record is computed once
+            new_record = rec is not last_rec
+            if new_record:  # the raw JSON of a multi-turn record is computed and stored once
                 last_rec = rec
                 last_raw = rec.raw if rec.raw is not None else _JSON_RAW.encode(rec.data)
             c_idx.append(n_rows)
@@ -235,9 +236,9 @@ def ingest(
             c_cat.append(t.category)
             c_src.append(t.source)
             c_hash.append(h)
-            c_raw.append(last_raw)
+            c_raw.append(last_raw if new_record else None)  # once per record (view `records`)
             n_rows += 1
-            held += len(last_raw) + len(t.response) + len(t.instruction) + (len(hist) if hist else 0)
+            held += (len(last_raw) if new_record else 0) + len(t.response) + len(t.instruction) + (len(hist) if hist else 0)
             if len(c_idx) >= BATCH or held >= BATCH_CHARS:
                 flush()
         flush()
