@@ -175,7 +175,10 @@ def build_scaled_index(store: Store, dataset: str, field: str = "instruction",
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sharded": {k: v for k, v in binfo.items() if k not in ("params", "notes")},
     }
-    vi = save_index(VectorIndex(index, meta), index_dir)
+    vi = VectorIndex(index, meta)
+    if int(binfo["params"].get("refine", 0) or 0) > 0:  # exact re-rank of PQ candidates (vector.py)
+        vi.exact = np.ascontiguousarray(vectors, dtype=np.float32)
+    vi = save_index(vi, index_dir)
     with store.transaction() as conn:
         conn.execute("DELETE FROM vector_indexes WHERE dataset = ? AND field = ? AND kind = ?",
                      [dataset, field, "ivfpq"])
