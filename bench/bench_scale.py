@@ -190,6 +190,18 @@ def pipeline(n: int, work: Path, data: Path, ray_slice: int, embed_sample: int) 
         hits += bool(srcs) and srcs[0].idx in set(f["hosts"])
     out["trace"] = {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
                     "fact_top1_recall": hits / max(1, len(items))}
+    # the same traces over 4 shards: identical sources, and what sharding costs per response
+    log("span index in 4 shards + trace")
+    ix4 = build_sharded_span_index(store, "it", work / "indexes4", shard_rows=-(-n // 4))
+    traces4 = Tracer(store, "it", index=ix4).trace(items)
+    lat4 = [tr.seconds * 1000 for tr in traces4]
+
+    def key(trs):
+        return [[(s.idx, round(s.score, 9)) for sp in tr.spans for s in sp.sources] for tr in trs]
+
+    out["trace"]["four_shards"] = {"p50_ms": float(np.percentile(lat4, 50)), "p99_ms": float(np.percentile(lat4, 99)),
+                                   "identical_sources": key(traces4) == key(traces)}
+    del ix4
     out["total_seconds"] = sum(st.values()) + out["embed"]["extrapolated_embed_seconds"] + out["embed"]["index_seconds"]
     out["peak_rss"] = vm_hwm()
     out["loadavg_end"] = os.getloadavg()
@@ -295,6 +307,10 @@ def rows_of(r: dict) -> list[dict]:
     out.append(row("peak RSS vs 8 GiB", r["peak_rss"] / 2**30, 8.0, "GiB"))
     out.append(row("trace p50 vs 100 ms", r["trace"]["p50_ms"], 100.0, "ms",
                    f"p99 {r['trace']['p99_ms']:.0f} ms; fact top-1 recall {r['trace']['fact_top1_recall']:.2f}"))
+    if "four_shards" in r["trace"]:
+        f4 = r["trace"]["four_shards"]
+        out.append(row("trace p50, 4 span shards vs 1", f4["p50_ms"], r["trace"]["p50_ms"], "ms",
+                       f"identical sources {f4['identical_sources']}"))
     out.append(row("planted duplicate recall vs 0.95", r["dup_recall_all"], 0.95, "", json.dumps(r["dup_recall"])))
     if "ray" in r and "ratio" in r["ray"]:
         ry = r["ray"]
