@@ -2,21 +2,24 @@
 
 Both directions are reported: rows of the IT dataset that contain an evaluation question, and
 evaluation items that are present in the IT dataset. Evidence (the aligned text, coverage,
-cosine, answer agreement) goes to `check_pairs` with `other_dataset` set to the eval set.
+edits, cosine, answer agreement) goes to `check_pairs` with `other_dataset` set to the eval set.
 
 Matching (per eval item, the *question*: `eval_fields`, default the instruction; the answer is
-separate evidence and never dilutes the score):
+separate evidence, `answer_in_row`, and never dilutes the score):
 1. Candidates: IT texts sharing word bigrams with the question (bigrams shared by more than
    `max_eval_df` eval items are templates and ignored), then an IDF-weighted bag-of-words bound.
+   Word weight = log(1 + N / (1 + df)), df over the IT texts and the eval questions.
 2. Aligned coverage: the best alignment of the question's words inside the IT text (free prefix
    and suffix, so a question wrapped in a longer instruction aligns whole; a swapped word costs
-   its own IDF weight; each extra word inserted inside the match costs a tenth of an average
-   word). coverage = aligned weight / question weight. Flag at `min_coverage`.
-3. Second stage for the ambiguous band [`candidate_coverage`, `min_coverage`): the question and
-   the aligned window of the IT text are embedded (the dataset's embedder) and the pair is
-   flagged when their cosine reaches `confirm_threshold`. A topical near-miss ("the tallest
-   mountain in Europe" vs "the name of the tallest mountain") aligns partly but does not mean
-   the same, so it stays below.
+   its own weight; each word inserted inside the match costs a tenth of an average word).
+   coverage = aligned weight / question weight. Flag at `min_coverage` (0.8).
+3. Second stage for the band [`candidate_coverage`, `min_coverage`) in prompt fields: the pair
+   must look like a rewording, not a different question on the same topic. Its edits must be
+   swaps only (no question word of at least half the mean weight dropped, at most one word
+   inserted), and the embedding cosine of the question and the aligned text with half the
+   question's length of context either side must reach `confirm_threshold` (0.8). "What is the
+   tallest mountain in Europe?" vs "What is the name of the tallest mountain?" drops "Europe";
+   "books banned in France" vs "books banned in Spain" is a clean swap but its cosine is low.
 Optional `dense`: whole-prompt embeddings (cached) vs the eval questions, flag at `embed_threshold`.
 
 Eval sets are dataset names in the store or files (`path` or `name=path`), read in memory
@@ -26,6 +29,7 @@ Eval sets are dataset names in the store or files (`path` or `name=path`), read 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +49,8 @@ IT_FIELDS = ("system", "instruction", "input", "response")
 EVAL_FIELDS = ("instruction", "input", "response")
 _PROMPT = ("system", "instruction", "input")   # IT fields joined into one prompt text
 _SEED = 13
-GAP = 0.1   # cost of a word inserted inside an aligned question, in average question words
+GAP = 0.5   # cost of a word inserted inside an aligned question, in average question words
+CHANCE = 1e-3   # a question must be unlikely to occur by chance in a text: weight >= ln(N / CHANCE)
 
 
 def words(text: str | None) -> list[str]:
@@ -56,12 +61,12 @@ def words(text: str | None) -> list[str]:
 @dataclass(frozen=True)
 class ContaminationParams(Params):
     against: list[str] = field(default_factory=list)
-    it_fields: list[str] = field(default_factory=lambda: ["instruction", "input", "response"])
+    it_fields: list[str] = field(default_factory=lambda: ["instruction", "input"])
     eval_fields: list[str] = field(default_factory=lambda: ["instruction"])
     min_words: int = 3
     min_coverage: float = 0.8
     candidate_coverage: float = 0.5
-    confirm_threshold: float = 0.85
+    confirm_threshold: float = 0.8
     embeddings: bool = True
     max_eval_df: int = 10
     max_pairs_per_row: int = 5
@@ -162,15 +167,15 @@ def align(q: np.ndarray, w: np.ndarray, t: np.ndarray, gap: float) -> tuple[floa
 
 
 def edits(q: np.ndarray, w: np.ndarray, t: np.ndarray, gap: float) -> tuple[int, int, int]:
-    """(substituted, deleted, inserted) words of the best alignment of `q` onto the span `t`.
+    """(substituted, deleted, inserted) words of the best alignment of `q` inside the short text
+    `t` (the aligned span and a word either side, so a swapped first or last word is a swap).
 
-    Deleted counts only the question words weighing at least half the question's mean weight
-    (dropping "the" is not an edit; dropping "Europe" is). Run on short spans (the aligned ones).
+    Free prefix and suffix in `t`; among equal scores the alignment that consumes more of `t` as
+    swaps wins. Deleted counts only the question words weighing at least half the question's
+    mean weight (dropping "the" is not an edit; dropping "Europe" is).
     """
     m, n = len(q), len(t)
     h = np.zeros((m + 1, n + 1))
-    h[1:, 0] = 0.0
-    h[0, 1:] = -gap * np.arange(1, n + 1)        # the span is fixed: insertions before the first match cost
     move = np.zeros((m + 1, n + 1), dtype=np.int8)  # 1 diag, 2 delete q word, 3 insert t word
     move[1:, 0], move[0, 1:] = 2, 3
     for i in range(1, m + 1):
@@ -186,9 +191,9 @@ def edits(q: np.ndarray, w: np.ndarray, t: np.ndarray, gap: float) -> tuple[int,
                 h[i, j], move[i, j] = le, 3
     heavy = w >= 0.5 * float(w.mean())
     sub = dele = ins = 0
-    i, j = m, n
-    while i > 0 or j > 0:
-        mv = move[i, j]
+    i, j = m, n - int(np.argmax(h[m, ::-1]))     # the last end of the best score
+    while i > 0:
+        mv = move[i, j] if j > 0 else 2
         if mv == 1:
             sub += int(q[i - 1] != t[j - 1])
             i, j = i - 1, j - 1
@@ -354,6 +359,14 @@ def _candidates(it: _Segments, ev: _Segments, min_words: int, max_eval_df: int, 
     return cand, vocab, idf, item_w, {}
 
 
+def specific(item_w: np.ndarray, n_docs: int) -> np.ndarray:
+    """Questions specific enough to be found inside a longer text: their weight (a sum of
+    -log document frequencies) makes a chance occurrence among `n_docs` texts unlikely
+    ("What do you do?", "Why is the sky blue?" are not; they match only a text that is about
+    as short as they are)."""
+    return item_w >= math.log(max(n_docs, 2) / CHANCE)
+
+
 def _regions(offsets: np.ndarray, n_text: int, m: int) -> list[tuple[int, int]]:
     """Merged text regions around anchor hits, wide enough to hold the question and its edits."""
     pad = 2 * m + 8
@@ -370,9 +383,12 @@ def _regions(offsets: np.ndarray, n_text: int, m: int) -> list[tuple[int, int]]:
 def _match_eval_set(it: _Segments, ev_seg: _Segments, p: ContaminationParams) -> list[_Match]:
     cand, vocab, idf, item_w, offsets = _candidates(it, ev_seg, p.min_words, p.max_eval_df, p.candidate_coverage)
     n_ev = len(ev_seg.length)
+    spec = specific(item_w, n_ev + len(it.length))
     out = []
     for seg, j in cand:
         q = ev_seg.tokens(j)
+        if not spec[j] and it.length[seg] > 2 * len(q):
+            continue
         w = idf[np.searchsorted(vocab, q)]
         gap = GAP * float(w.mean())
         t_all = it.tokens(seg)
@@ -383,7 +399,7 @@ def _match_eval_set(it: _Segments, ev_seg: _Segments, p: ContaminationParams) ->
                 best = (score, s + a, e + a, k)
         cov = max(0.0, best[0]) / max(float(item_w[j]), 1e-9)
         if cov >= p.candidate_coverage:
-            ed = edits(q, w, t_all[best[1]:best[2]], gap) if cov < p.min_coverage else None
+            ed = edits(q, w, t_all[max(0, best[1] - 1):best[2] + 1], gap) if cov < p.min_coverage else None
             out.append(_Match(seg, j, min(1.0, cov), best[1], best[2], best[3], ed))
     return out
 
@@ -395,12 +411,10 @@ def _clean(mt: _Match, label: str) -> bool:
 
 
 def _window(it: _Segments, mt: _Match, m: int) -> str:
-    """The aligned IT words, widened to the question's length (a swapped word at either end)."""
+    """The aligned IT words with half the question's length of context on either side: a near
+    miss that swaps the point of the question ("in Europe" -> "in the world") shows in context."""
     n = int(it.length[mt.seg])
-    extra = max(0, m - (mt.end - mt.start))
-    a = max(0, mt.start - extra // 2)
-    b = min(n, mt.end + extra - extra // 2)
-    return " ".join(it.words(mt.seg, a, b))
+    return " ".join(it.words(mt.seg, max(0, mt.start - m // 2), min(n, mt.end + m // 2)))
 
 
 def _encode(ctx: Any, texts: list[str]) -> np.ndarray:
@@ -437,7 +451,7 @@ class Contamination(Step):
         p: ContaminationParams = self.params  # type: ignore[assignment]
         dataset = ctx.dataset
         evals = load_eval_sets(ctx, p.against, p.eval_fields, dataset)
-        cols = sorted(set(p.it_fields) | {"instruction", "input"})
+        cols = sorted(set(p.it_fields) | {"instruction", "input", "response"})
         it = _read(ctx, f"SELECT idx, {', '.join(cols)} FROM instances WHERE dataset = ? ORDER BY idx", [dataset])
         if it.height == 0 and _read(ctx, "SELECT name FROM datasets WHERE name = ?", [dataset]).height == 0:
             raise ItauditError(f"unknown dataset {dataset!r}")
@@ -451,10 +465,12 @@ class Contamination(Step):
         texts = [_join([c[i] for c in gc]) for i in range(n_it) for gc in gcols]   # segment = row * ng + group
         it_seg = _Segments.of(texts)
         resp_words: dict[int, str] = {}
+        responses = it["response"].to_list()
 
         def row_words(i: int) -> str:
+            """The row's response words (where a leaked answer shows), as ' w1 w2 ... '."""
             if i not in resp_words:
-                resp_words[i] = " " + " ".join(w for g in range(ng) for w in words(texts[i * ng + g])) + " "
+                resp_words[i] = " " + " ".join(words(responses[i])) + " "
             return resp_words[i]
 
         best = np.zeros(n_it)
