@@ -54,7 +54,8 @@ _BUILTIN: list[tuple[str, str, str, bool, bool]] = [
     ("conflicting_neighbors", "itaudit.audit.conflicts:conflicting_neighbors",
      "close instructions whose responses disagree (low similarity, other numbers/names)", True, False),
     ("contamination", "itaudit.audit.contamination:contamination",
-     "13-gram overlap + embedding near-matches with eval sets (-s contamination.against=mmlu,gsm8k)", False, False),
+     "eval questions verbatim, reworded or wrapped: aligned IDF-weighted overlap, ambiguous pairs confirmed by "
+     "embeddings (-s contamination.against=mmlu,path/to/gsm8k/test.jsonl)", False, False),
     ("style", "itaudit.audit.style:style",
      "response style features, over-represented openings, boilerplate ('As an AI')", True, False),
     ("novelty", "itaudit.audit.novelty:novelty",
