@@ -121,7 +121,7 @@ def stacked(labels: Sequence[str], values: Sequence[float], *, title: str = "", 
 
 def _open(width: int, height: int, title: str) -> str:
     t = f'<text x="4" y="15" class="title">{escape(title)}</text>' if title else ""
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+    return (f'<svg class="chart" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">{t}')
 
 
