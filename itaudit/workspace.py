@@ -40,7 +40,9 @@ class Workspace:
 
     def __init__(self, db: str | os.PathLike | None = None, index_dir: str | os.PathLike | None = None):
         self.db_path = Path(db or default_db())
-        self.index_dir = Path(index_dir or os.environ.get("ITAUDIT_INDEX_DIR", "indexes"))
+        from .paths import index_dir as default_index_dir
+
+        self.index_dir = default_index_dir(index_dir)
         self.store = Store(self.db_path)
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -32,7 +31,9 @@ class Kind(str, Enum):
 
 
 def index_dir_of(d: str | None) -> Path:
-    return Path(d) if d else Path(os.environ.get("ITAUDIT_INDEX_DIR", "indexes"))
+    from ..paths import index_dir
+
+    return index_dir(d)
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +14,9 @@ IndexDirOption = typer.Option(None, "--index-dir", help="index folder [default: 
 
 
 def _index_dir(d: Path | None) -> Path:
-    return Path(d) if d else Path(os.environ.get("ITAUDIT_INDEX_DIR", "indexes"))
+    from ..paths import index_dir
+
+    return index_dir(d)
 
 
 def register(app: typer.Typer) -> None:

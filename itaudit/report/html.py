@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import uuid
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -27,6 +26,7 @@ import jinja2
 import polars as pl
 from markupsafe import Markup, escape
 
+from ..paths import atomic_write_text
 from ..store import Store
 from . import svg
 from .view import CheckView
@@ -489,8 +489,5 @@ def write_report(store: Store, dataset: str, path: str | os.PathLike) -> Path:
     """Render and write the report atomically; returns the path."""
     p = Path(path)
     html = render_report(store, dataset)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, html)
     return p

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ItauditError
+from ..paths import atomic_path, atomic_write_text
 from ..progress import progress_bar
 from ..store import Store
 from .tokenize import TOKENIZER_VERSION, raw_words, words_with_offsets
@@ -86,7 +87,9 @@ def spans_dir(index_dir: str | os.PathLike, dataset: str) -> Path:
 
 
 def default_index_dir() -> Path:
-    return Path(os.environ.get("ITAUDIT_INDEX_DIR", "indexes"))
+    from ..paths import index_dir
+
+    return index_dir()
 
 
 class SpanIndex:
@@ -256,16 +259,12 @@ class SpanIndex:
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("wb") as fh:
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.save(fh, np.asarray(arr))
-    os.replace(tmp, path)
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 # -- building -------------------------------------------------------------------------
