@@ -80,7 +80,8 @@ def tests() -> list[dict[str, Any]]:
             for fi, f in enumerate(FACTS) for k, q in enumerate(f["tests"])]
 
 
-def prepare(work: Path, rows: int = 2000, filler: int = 8, seed: int = 0) -> dict[str, Any]:
+def prepare(work: Path, rows: int = 2000, filler: int = 8, seed: int = 0,
+            recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plant the facts, ingest the dataset into <work>/attr.duckdb; returns the layout (cached)."""
     lay_f = work / "layout.json"
     if lay_f.is_file():
@@ -108,13 +109,13 @@ def prepare(work: Path, rows: int = 2000, filler: int = 8, seed: int = 0) -> dic
                    if i not in pos and not r["input"] and len(r["output"]) < 160 and i in row_to_idx)
     fill = sorted(rng.sample(short, filler))
     lay = {"planted_idx": planted, "filler_idx": fill, "train_idx": sorted(planted + fill), "rows": rows,
-           "seed": seed}
+           "seed": seed, "recipe": recipe or {"epochs": 8, "max_len": 96}}
     lay_f.write_text(json.dumps(lay, indent=1))
     return lay
 
 
-def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epochs: int = 8,
-               seed: int = 0, db: str = "attr.duckdb") -> Path:
+def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epochs: int | None = None,
+               seed: int = 0, db: str = "attr.duckdb", max_len: int | None = None) -> Path:
     """Fine-tune SmolLM2 on `train_idx` (cached in <work>/tuned_<name>)."""
     from itaudit.store import Store
     from itaudit.tune import TuneConfig, tune
@@ -122,6 +123,9 @@ def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epoc
     out = work / f"tuned_{name}"
     if (out / "itaudit_tune.json").is_file():
         return out
+    recipe = json.loads((work / "layout.json").read_text()).get("recipe", {})
+    epochs = epochs or recipe.get("epochs", 8)
+    max_len = max_len or recipe.get("max_len", 96)
     with Store(work / db) as store:
         if store.dataset_info(DATASET) is None:   # same file, same ingest: the same idx
             from itaudit.ingest import ingest
@@ -130,7 +134,7 @@ def tune_model(work: Path, name: str, method: str, train_idx: list[int], *, epoc
         cfg = TuneConfig(base="smollm2", dataset=DATASET, out=out, method=method,
                          where=f"i.idx IN ({', '.join(map(str, train_idx))})", epochs=epochs,
                          lr=2e-4 if method == "full" else 2e-3, lora_r=16, lora_alpha=32, batch_size=4,
-                         max_len=96, seed=seed, save_every=0, overwrite=True, plain_template=True, warmup=0.0)
+                         max_len=max_len, seed=seed, save_every=0, overwrite=True, plain_template=True, warmup=0.0)
         t0 = time.perf_counter()
         res = tune(store, cfg, show_progress=False)
     print(f"[{name}] tuned {method}: {res.steps} steps, loss {res.final_loss}, {time.perf_counter() - t0:.0f}s",
@@ -190,12 +194,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/itaudit-attr"))
     ap.add_argument("--only", nargs="*", default=None, help="subset of: control full lora demo")
     ap.add_argument("--db", default="attr.duckdb", help="DuckDB file in --work for tuning (one per process)")
+    ap.add_argument("--filler", type=int, default=8, help="short Alpaca rows tuned on with the 16 planted ones")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--max-len", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("ITAUDIT_TORCH_THREADS", "1")
-    lay = prepare(a.work)
+    os.environ["ITAUDIT_TORCH_THREADS"] = str(a.threads)
+    lay = prepare(a.work, filler=a.filler, recipe={"epochs": a.epochs, "max_len": a.max_len})
     todo = a.only or ["control", "full", "lora", "demo"]
     if "control" in todo:
         generate_answers(a.work, "control", "smollm2")

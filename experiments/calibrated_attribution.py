@@ -98,11 +98,26 @@ def _r(a: int, b: int) -> float | None:
     return round(a / b, 3) if b else None
 
 
+def idf_rule(s) -> bool:
+    """The pre-issue-10 rule (in-dataset IDF rarity only), recomputed from the same evidence: coverage
+    >= 0.5 and (IDF rarity x specificity >= 0.5 or a >= 4-word match in <= 5 instances), top not tied."""
+    if not s.sources or not s.sources[0].verbatim:
+        return False
+    top = s.sources[0]
+    runner = next((x.score for x in s.sources[1:] if x.verbatim), 0.0)
+    strong = top.coverage >= 0.5 and (top.rarity * top.specificity >= 0.5 or (
+        top.longest >= 4 and (top.evidence.get("shared_with") or 99) <= 5))
+    return strong and top.score - runner >= 0.02
+
+
 def false_likely(traces) -> dict[str, Any]:
     n = sum(len(t.spans) for t in traces)
     k = sum(t.n_traced for t in traces)
+    old = [s for t in traces for s in t.spans if idf_rule(s)]
     ex = [[s.candidate.text, s.sources[0].idx, round(s.evidence, 3)] for t in traces for s in t.spans if s.traced]
-    return {"candidate_spans": n, "likely": k, "share": _r(k, n), "examples": ex[:12]}
+    return {"candidate_spans": n, "likely": k, "share": _r(k, n), "examples": ex[:12],
+            "idf_rule_likely": len(old), "idf_rule_share": _r(len(old), n),
+            "idf_rule_examples": [s.candidate.text for s in old][:15]}
 
 
 def near_copy_recall(traces, ans, planted_idx: list[int], index) -> dict[str, Any]:
@@ -200,7 +215,8 @@ def main() -> None:
     # (d) README demo into Alpaca 5,000
     if (a.work / "answers_demo.json").is_file():
         if store.dataset_info("alpaca") is None:
-            ingest(store, data_dir() / "alpaca" / "alpaca_5000.json", "alpaca", "alpaca", show_progress=False)
+            ingest(store, data_dir() / "alpaca" / "alpaca_5000.json", "alpaca", "alpaca", show_progress=False,
+                   skip_invalid=True)   # as the README demo does
         demo = answers(a.work, "demo")
         dt = Tracer(store, "alpaca", index_dir=a.work / "indexes", neighbours=a.neighbours)
         from wordfreq import zipf_frequency
@@ -237,7 +253,7 @@ def report(res: dict[str, Any]) -> None:
         c = g(f"control_{setting}", {})
         cf = g(f"control_{setting}_calibrated_crossfit", {})
         print(f"| (c) control, {setting} | false likely (default threshold) | {c.get('likely')}/{c.get('candidate_spans')} "
-              f"= {c.get('share')} | |")
+              f"= {c.get('share')} | old IDF rule: {c.get('idf_rule_likely')} = {c.get('idf_rule_share')} |")
         print(f"| (c) control, {setting} | false likely (calibrated, cross-fitted) | {cf.get('share')} | |")
         for m in ("full", "lora"):
             for suffix in ("", "_calibrated"):
@@ -249,7 +265,8 @@ def report(res: dict[str, Any]) -> None:
     for setting in ("gemma", "lexical"):
         d = g(f"demo_{setting}", {})
         if d:
-            print(f"| (d) demo, {setting} | false likely | {d['likely']}/{d['candidate_spans']} = {d['share']} | |")
+            print(f"| (d) demo, {setting} | false likely | {d['likely']}/{d['candidate_spans']} = {d['share']} | "
+                  f"old IDF rule: {d['idf_rule_likely']} = {d['idf_rule_share']} |")
     print(f"\nseconds: {res['seconds']}")
 
 
