@@ -81,11 +81,15 @@ def set_digests(shingles: list[np.ndarray]) -> np.ndarray:
 def chunk_signatures(rows: pl.DataFrame, *, shingle: int = 5, max_words: int = 2000,
                      num_perm: int = 128) -> pl.DataFrame:
     """Stage 1 on one chunk: idx, n_shingles, digest (2 x uint64) and signature (num_perm x uint32)."""
-    sh = instance_shingles(rows, shingle, max_words)
+    return signature_frame(rows["idx"], instance_shingles(rows, shingle, max_words), num_perm)
+
+
+def signature_frame(idx: pl.Series, sh: list[np.ndarray], num_perm: int = 128) -> pl.DataFrame:
+    """The stage-1 frame of rows `idx` from their shingle hashes."""
     sig = signatures(sh, num_perm)
     dig = set_digests(sh)
     return pl.DataFrame({
-        "idx": rows["idx"].cast(pl.Int64),
+        "idx": idx.cast(pl.Int64),
         "n_shingles": pl.Series([len(h) for h in sh], dtype=pl.Int64),
         "digest_hi": dig[:, 0], "digest_lo": dig[:, 1],
         "sig": pl.Series(list(sig), dtype=pl.Array(pl.UInt32, num_perm)),
@@ -161,13 +165,15 @@ def expand_pairs(group: np.ndarray, linked: dict[int, list[tuple[float, int]]],
 
 def minhash_pairs(frame: pl.DataFrame, *, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5,
                   max_words: int = 2000, max_per_row: int = 50, sig_frame: pl.DataFrame | None = None,
-                  ) -> tuple[dict[tuple[int, int], float], np.ndarray]:
+                  shingles: list[np.ndarray] | None = None) -> tuple[dict[tuple[int, int], float], np.ndarray]:
     """(pairs i < j by row position -> exact Jaccard, signatures) for the rows of `frame`.
 
     `sig_frame`: the concatenated `chunk_signatures` of `frame` (stage 1 run by an executor);
-    computed here when None. Equal to the datasketch path's pairs for the same rows."""
+    computed here when None (from `shingles`, every row's `instance_shingles`, when given).
+    Equal to the datasketch path's pairs for the same rows."""
     if sig_frame is None:
-        sig_frame = chunk_signatures(frame, shingle=shingle, max_words=max_words, num_perm=num_perm)
+        sig_frame = (signature_frame(frame["idx"], shingles, num_perm) if shingles is not None else
+                     chunk_signatures(frame, shingle=shingle, max_words=max_words, num_perm=num_perm))
     if sig_frame.height != frame.height or not (sig_frame["idx"] == frame["idx"].cast(pl.Int64)).all():
         raise ValueError("signature rows do not match the frame's rows (idx order)")
     sig = sig_frame["sig"].to_numpy().astype(np.uint32, copy=False).reshape(frame.height, num_perm)
@@ -179,7 +185,8 @@ def minhash_pairs(frame: pl.DataFrame, *, threshold: float = 0.8, num_perm: int 
     linked: dict[int, list[tuple[float, int]]] = defaultdict(list)
     if len(cand):
         need = np.unique(cand.ravel())
-        sh = dict(zip(need.tolist(), instance_shingles(frame[need.tolist()], shingle, max_words), strict=True))
+        sh = ({i: shingles[i] for i in need.tolist()} if shingles is not None else
+              dict(zip(need.tolist(), instance_shingles(frame[need.tolist()], shingle, max_words), strict=True)))
         for a, b in cand.tolist():
             jac = jaccard(sh[a], sh[b])
             if jac >= threshold:

@@ -209,10 +209,12 @@ def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float
         emb = embedding_pairs(vecs, threshold, max_per_row=max_pairs_per_row, show_progress=show) if use_embedding else {}
     shingles = instance_shingles(frame, shingle, max_words)
     mh: dict[tuple[int, int], float] = {}
-    mhs: list[MinHash] = []
-    if use_minhash:
-        mh, mhs = minhash_pairs(shingles, threshold=jaccard_threshold, num_perm=num_perm,
-                                max_per_row=max_pairs_per_row, show_progress=show)
+    sig = None
+    if use_minhash:  # staged MinHash (itaudit/audit/minhash.py): the same pairs as `minhash_pairs`
+        from .minhash import minhash_pairs as staged_minhash_pairs
+
+        mh, sig = staged_minhash_pairs(frame, threshold=jaccard_threshold, num_perm=num_perm,
+                                       max_per_row=max_pairs_per_row, shingles=shingles)
     uf = UnionFind(n)
     best = np.zeros(n)
     rows = []
@@ -223,7 +225,7 @@ def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float
         jac = mh.get((i, j))
         if jac is None:
             jac = jaccard(shingles[i], shingles[j])
-        est = float(mhs[i].jaccard(mhs[j])) if mhs else None
+        est = float(np.count_nonzero(sig[i] == sig[j])) / sig.shape[1] if sig is not None else None
         found = [m for m, d in (("embedding", emb), ("minhash", mh)) if (i, j) in d]
         score = float(np.clip(max(cos if cos is not None else 0.0, jac), 0.0, 1.0))
         uf.union(i, j)
