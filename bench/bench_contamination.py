@@ -35,6 +35,13 @@ EVAL_FILES = {
     "truthfulqa": "truthfulqa/TruthfulQA.csv",
     "alpaca_eval": "alpaca_eval/alpaca_eval_gpt4_1106_preview_outputs.json",
 }
+# Held out: never looked at while choosing the rules (run with --evals ifbench,vicuna80,lima_test).
+HELD_OUT = {
+    "ifbench": "ifbench/IFBench_test.jsonl",
+    "vicuna80": "vicuna80/question.jsonl",
+    "lima_test": "just_eval/lima_test_300.jsonl",
+}
+FILES = {**EVAL_FILES, **HELD_OUT}
 KINDS = ("verbatim", "reworded", "wrapped")
 
 # Generic English synonyms (both directions are used), independent of any eval item.
@@ -167,7 +174,7 @@ def run(data_dir: Path, quick: bool, *, eval_names: list[str] | None = None, hos
 
     k = k or (5 if quick else 20)
     eval_names = eval_names or list(EVAL_FILES)
-    evals = {e: read_eval_set(data_dir / EVAL_FILES[e], e) for e in eval_names}
+    evals = {e: read_eval_set(data_dir / FILES[e], e) for e in eval_names}
     rows: list[dict] = []
     embedder = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,10 +188,11 @@ def run(data_dir: Path, quick: bool, *, eval_names: list[str] | None = None, hos
                 f = ev.frame
                 pool = [i for i in range(f.height) if len(f["instruction"][i].split()) >= 4
                         and (e != "mt_bench" or i % 2 == 0)]     # MT-Bench turn 2 is not standalone
-                pick = rng.sample(pool, 4 * k)
-                controls[e] = pick[3 * k:]
+                kk = min(k, len(pool) // 4)       # small sets (Vicuna's 80) plant fewer
+                pick = rng.sample(pool, 4 * kk)
+                controls[e] = pick[3 * kk:]
                 for n_kind, kind in enumerate(KINDS):
-                    for i in pick[n_kind * k:(n_kind + 1) * k]:
+                    for i in pick[n_kind * kk:(n_kind + 1) * kk]:
                         row = f.row(i, named=True)
                         q = row["instruction"]
                         n_swap = None
@@ -208,7 +216,7 @@ def run(data_dir: Path, quick: bool, *, eval_names: list[str] | None = None, hos
             orig_idx = {i for i, s in zip(inst["idx"].to_list(), src, strict=True) if s < n_orig_src}
             planted_idx = {s - n_orig_src: i for i, s in zip(inst["idx"].to_list(), src, strict=True) if s >= n_orig_src}
             ctx = AuditContext(store, host, show_progress=False, _embedder=embedder)
-            step = Contamination({"against": [f"{e}={data_dir / EVAL_FILES[e]}" for e in evals], **(params or {})})
+            step = Contamination({"against": [f"{e}={data_dir / FILES[e]}" for e in evals], **(params or {})})
             t0 = time.perf_counter()
             res, *back = step.compute(ctx)
             secs = time.perf_counter() - t0

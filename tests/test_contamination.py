@@ -141,6 +141,23 @@ def test_one_word_swap_is_confirmed_by_the_embedding_stage(store, tmp_path, fill
     assert e["via"] == "ngram+embedding" and e["cosine"] >= 0.8 and e["answer_in_row"] is True
 
 
+def test_dense_sentence_windows_find_a_wrapped_paraphrase(store, tmp_path, filler, evfile):
+    """Optional `dense`: a paraphrase inside a long instruction is found by its sentence's
+    embedding (cosine 0.92 here), not by the whole prompt's (0.67) nor by word overlap."""
+    para = "Who was the author of War and Peace, and in what year did it first come out?"
+    row = {"instruction": "I run a book club and we meet every Thursday evening at the library downtown. This month "
+                          f"we are reading Russian classics. {para} Please also suggest three snacks that go well "
+                          "with a long novel.", "output": "Tolstoy, 1869. Tea and biscuits."}
+    n0 = _it(store, tmp_path, filler, [row])
+    lexical = contamination_check(store, "it", against=[str(evfile)], mark_eval=False)
+    assert not lexical.flag[n0]
+    dense = contamination_check(store, "it", against=[str(evfile)], mark_eval=False, dense=True, embed_threshold=0.88)
+    assert dense.flag.tolist() == [False] * n0 + [True]
+    e = json.loads(dense.pairs["evidence"][0])
+    assert e["via"] == "embedding" and e["window"] == "sentence" and e["cosine"] > 0.9
+    assert dense.pairs["idx_b"].to_list() == [2]
+
+
 def test_both_directions_and_eval_files_are_not_written(store, tmp_path, filler, evfile):
     n0 = _it(store, tmp_path, filler, [{"instruction": MOUNTAIN, "output": "Elbrus"}])
     before = store.query("SELECT (SELECT count(*) FROM datasets) AS d, (SELECT count(*) FROM instances) AS i").row(0)

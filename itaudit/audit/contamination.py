@@ -12,15 +12,18 @@ separate evidence, `answer_in_row`, and never dilutes the score):
 2. Aligned coverage: the best alignment of the question's words inside the IT text (free prefix
    and suffix, so a question wrapped in a longer instruction aligns whole; a swapped word costs
    its own weight; each word inserted inside the match costs a tenth of an average word).
-   coverage = aligned weight / question weight. Flag at `min_coverage` (0.8).
+   coverage = aligned weight / question weight. Flag at `min_coverage` (0.8). A match inside a
+   text more than twice the question's length must also carry a matched weight of at least
+   ln(N / 0.001): generic questions ("What do you do?") are too likely to occur by chance.
 3. Second stage for the band [`candidate_coverage`, `min_coverage`) in prompt fields: the pair
    must look like a rewording, not a different question on the same topic. Its edits must be
-   swaps only (no question word of at least half the mean weight dropped, at most one word
+   one or two swaps (no question word of at least half the mean weight dropped, at most one word
    inserted), and the embedding cosine of the question and the aligned text with half the
    question's length of context either side must reach `confirm_threshold` (0.8). "What is the
    tallest mountain in Europe?" vs "What is the name of the tallest mountain?" drops "Europe";
    "books banned in France" vs "books banned in Spain" is a clean swap but its cosine is low.
-Optional `dense`: whole-prompt embeddings (cached) vs the eval questions, flag at `embed_threshold`.
+Optional `dense`: embeddings of whole prompts (cached) and of the sentences of multi-sentence
+prompts vs the eval questions, flag at `embed_threshold` (slow on CPU: every prompt is embedded).
 
 Eval sets are dataset names in the store or files (`path` or `name=path`), read in memory
 (`itaudit.ingest.eval_formats`): the check never writes.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +54,8 @@ EVAL_FIELDS = ("instruction", "input", "response")
 _PROMPT = ("system", "instruction", "input")   # IT fields joined into one prompt text
 _SEED = 13
 GAP = 0.5   # cost of a word inserted inside an aligned question, in average question words
+_SENT = re.compile(r"(?<=[.?!:])\s+|\n+")   # sentence breaks, for the dense windows
+MAX_SWAPS = 2   # a light rewording swaps one or two words
 CHANCE = 1e-3   # a question must be unlikely to occur by chance in a text: weight >= ln(N / CHANCE)
 
 
@@ -359,12 +365,12 @@ def _candidates(it: _Segments, ev: _Segments, min_words: int, max_eval_df: int, 
     return cand, vocab, idf, item_w, {}
 
 
-def specific(item_w: np.ndarray, n_docs: int) -> np.ndarray:
-    """Questions specific enough to be found inside a longer text: their weight (a sum of
-    -log document frequencies) makes a chance occurrence among `n_docs` texts unlikely
-    ("What do you do?", "Why is the sky blue?" are not; they match only a text that is about
-    as short as they are)."""
-    return item_w >= math.log(max(n_docs, 2) / CHANCE)
+def chance_bound(n_docs: int) -> float:
+    """The matched weight (a sum of word IDFs, ~ -log document frequencies) above which a match
+    inside a longer text is unlikely to be chance among `n_docs` texts: ln(n_docs / CHANCE).
+    "What do you do?" or "Why is the sky blue?" carry less: they match only a text about as
+    short as they are."""
+    return math.log(max(n_docs, 2) / CHANCE)
 
 
 def _regions(offsets: np.ndarray, n_text: int, m: int) -> list[tuple[int, int]]:
@@ -383,11 +389,12 @@ def _regions(offsets: np.ndarray, n_text: int, m: int) -> list[tuple[int, int]]:
 def _match_eval_set(it: _Segments, ev_seg: _Segments, p: ContaminationParams) -> list[_Match]:
     cand, vocab, idf, item_w, offsets = _candidates(it, ev_seg, p.min_words, p.max_eval_df, p.candidate_coverage)
     n_ev = len(ev_seg.length)
-    spec = specific(item_w, n_ev + len(it.length))
+    bound = chance_bound(n_ev + len(it.length))
     out = []
     for seg, j in cand:
         q = ev_seg.tokens(j)
-        if not spec[j] and it.length[seg] > 2 * len(q):
+        short_text = it.length[seg] <= 2 * len(q)
+        if not short_text and item_w[j] < bound:
             continue
         w = idf[np.searchsorted(vocab, q)]
         gap = GAP * float(w.mean())
@@ -398,7 +405,7 @@ def _match_eval_set(it: _Segments, ev_seg: _Segments, p: ContaminationParams) ->
             if best is None or score > best[0]:
                 best = (score, s + a, e + a, k)
         cov = max(0.0, best[0]) / max(float(item_w[j]), 1e-9)
-        if cov >= p.candidate_coverage:
+        if cov >= p.candidate_coverage and (short_text or best[0] >= bound):
             ed = edits(q, w, t_all[max(0, best[1] - 1):best[2] + 1], gap) if cov < p.min_coverage else None
             out.append(_Match(seg, j, min(1.0, cov), best[1], best[2], best[3], ed))
     return out
@@ -406,8 +413,9 @@ def _match_eval_set(it: _Segments, ev_seg: _Segments, p: ContaminationParams) ->
 
 def _clean(mt: _Match, label: str) -> bool:
     """Band pairs worth the second stage: in a prompt field, every heavy question word is present
-    or swapped for another word (none dropped), and at most one word inserted inside."""
-    return mt.edits is not None and label != "response" and mt.edits[1] == 0 and mt.edits[2] <= 1
+    or swapped for another word (none dropped, at most two swapped), at most one word inserted."""
+    return (mt.edits is not None and label != "response" and mt.edits[0] <= MAX_SWAPS and mt.edits[1] == 0
+            and mt.edits[2] <= 1)
 
 
 def _window(it: _Segments, mt: _Match, m: int) -> str:
@@ -464,6 +472,7 @@ class Contamination(Step):
         gcols = [[it[f].to_list() for f in g] for g in groups]
         texts = [_join([c[i] for c in gc]) for i in range(n_it) for gc in gcols]   # segment = row * ng + group
         it_seg = _Segments.of(texts)
+        prompts = [_join([ins, inp]) for ins, inp in zip(it["instruction"].to_list(), it["input"].to_list(), strict=True)]
         resp_words: dict[int, str] = {}
         responses = it["response"].to_list()
 
@@ -530,7 +539,7 @@ class Contamination(Step):
                     ev_detail[mt.item] = {"it_idx": int(it_idx[i]), "score": round(score, 4),
                                           "coverage": round(mt.coverage, 4), "overlap": overlap[:500]}
             if p.dense:
-                self._dense(ctx, ev, it_idx, p, best, flag, ev_best, ev_flag, ev_detail, pair_rows)
+                self._dense(ctx, ev, it_idx, prompts, p, best, flag, ev_best, ev_flag, ev_detail, pair_rows)
             per_eval[ev.name] = {
                 "n_eval": int(n_ev), "eval_items_in_dataset": int(ev_flag.sum()),
                 "eval_share_in_dataset": float(ev_flag.mean()) if n_ev else 0.0,
@@ -562,20 +571,39 @@ class Contamination(Step):
                 params={**params, "against": [dataset], "reverse_of": dataset}, details=ev_details, pairs=back))
         return out
 
-    def _dense(self, ctx, ev: _Eval, it_idx, p: ContaminationParams, best, flag, ev_best, ev_flag, ev_detail,
-               pair_rows) -> None:
-        """Whole-prompt embeddings (cached by the context) vs the eval questions."""
+    def _dense(self, ctx, ev: _Eval, it_idx, prompts: list[str], p: ContaminationParams, best, flag, ev_best,
+               ev_flag, ev_detail, pair_rows) -> None:
+        """Embeddings of whole prompts (cached by the context) and of the sentences of prompts
+        that have several (a question wrapped in a longer instruction is one of them) vs the
+        eval questions; flag at `embed_threshold`."""
         import faiss
 
-        it_vecs = ctx.vectors("prompt")
         ev_vecs = _encode(ctx, ev.question)
-        if not len(it_vecs) or not len(ev_vecs):
+        rows, texts = [], []
+        for i, t in enumerate(prompts):
+            parts = [x for x in _SENT.split(t or "") if len(words(x)) >= 3]
+            if len(parts) > 1:
+                rows += [i] * len(parts)
+                texts += parts
+        vecs = [np.asarray(ctx.vectors("prompt"), dtype=np.float32)]
+        if texts:
+            vecs.append(np.asarray(_encode(ctx, texts), dtype=np.float32))
+        row_of = np.concatenate([np.arange(len(prompts)), np.asarray(rows, dtype=np.int64)])
+        allv = np.concatenate(vecs)
+        if not len(allv) or not len(ev_vecs):
             return
         index = faiss.IndexFlatIP(ev_vecs.shape[1])
         index.add(np.ascontiguousarray(ev_vecs, dtype=np.float32))
-        sims, nn = index.search(np.ascontiguousarray(it_vecs, dtype=np.float32), 1)
-        for i in np.nonzero(sims[:, 0] >= p.embed_threshold)[0].tolist():
-            j, c = int(nn[i, 0]), float(sims[i, 0])
+        sims, nn = index.search(np.ascontiguousarray(allv), 1)
+        seen: set[tuple[int, int]] = set()
+        for k in np.argsort(-sims[:, 0]).tolist():
+            c = float(sims[k, 0])
+            if c < p.embed_threshold:
+                break
+            i, j = int(row_of[k]), int(nn[k, 0])
+            if (i, j) in seen:
+                continue
+            seen.add((i, j))
             score = 0.5 + 0.5 * (c - p.embed_threshold) / max(1 - p.embed_threshold, 1e-9)
             best[i] = max(best[i], score)
             flag[i] = True
@@ -585,6 +613,7 @@ class Contamination(Step):
             pair_rows.append({"idx_a": int(it_idx[i]), "idx_b": int(ev.idx[j]), "other_dataset": ev.name,
                               "score": score, "flag": True,
                               "evidence": {"via": "embedding", "cosine": round(c, 4),
+                                           "window": "prompt" if k < len(prompts) else "sentence",
                                            "eval_text": " ".join(ev.question[j].split())[:1000]}})
 
     # -- display -------------------------------------------------------------
