@@ -243,3 +243,27 @@ def test_shift_step_is_pure_and_chunking_does_not_change_rows(models) -> None:
     assert whole.n_tokens == sum(p.n_tokens for p in parts) == tables["shift_tokens"].height
     with pytest.raises(ItauditError, match="unknown parameter"):
         ShiftParams.parse({"max_new_token": 3})
+
+
+def test_shift_step_from_specs_pickles_without_weights_and_equals_the_loaded_one(models) -> None:
+    """What an executor ships to a worker: params only; the worker loads the models itself."""
+    import pickle
+
+    from itaudit.shift.run import ShiftParams, ShiftStep, items_frame
+
+    spec = ShiftStep(ShiftParams(run_id="x", max_new_tokens=5, base=str(models["base"]), adapter=str(models["lora"])))
+    assert spec.mode == "adapter"
+    blob = pickle.dumps(spec)
+    assert len(blob) < 20_000                       # no weights inside
+    rows = items_frame(items()[:3])
+    worker = pickle.loads(blob)
+    got = worker.compute_chunk(rows)
+    assert worker.base is not None and len(pickle.dumps(worker)) < 20_000   # loaded, still shipped as specs
+    tuned = load_model(str(models["base"]), adapter=str(models["lora"]))
+    from itaudit.models.loading import LoadedModel
+    base = LoadedModel(tuned.model, tuned.tokenizer, str(models["base"]), tuned.source)
+    want = ShiftStep(ShiftParams(run_id="x", max_new_tokens=5, adapter_mode=True), base=base, tuned=tuned).compute_chunk(rows)
+    for a, b in zip(got.frames, want.frames, strict=True):
+        assert a.table == b.table and a.frame.drop("kl", "base_prob", "tuned_prob", strict=False).equals(
+            b.frame.drop("kl", "base_prob", "tuned_prob", strict=False))
+    assert got.n_tokens == want.n_tokens > 0

@@ -14,7 +14,7 @@ import polars as pl
 from ..errors import ItauditError
 from ..models.scoring import DEFAULT_BUDGET_MB
 from ..store import Store
-from .run import ShiftResult, analyze
+from .run import ShiftResult, analyze, load_shift_models
 
 
 def run_shift(
@@ -44,8 +44,7 @@ def run_shift(
     prompt + response records), `generations` (a stored `itaudit generate` run); or, with none of
     them, the responses held by `prompts` (a file or a list of dicts) or `dataset`.
     """
-    from ..models import PromptItem, load_model, prompt_items, read_prompts
-    from ..models.loading import LoadedModel, load_tokenizer, resolve
+    from ..models import PromptItem, prompt_items, read_prompts
 
     n_answers = sum(x is not None for x in (tuned, adapter, responses, generations))
     if n_answers > 1:
@@ -82,18 +81,9 @@ def run_shift(
     if reference is not None:
         store.require_dataset(reference)
 
-    if adapter is not None:
-        tuned_lm = load_model(base, adapter=str(adapter), show_progress=show_progress)
-        base_lm = LoadedModel(tuned_lm.model, tuned_lm.tokenizer, resolve(base)[1], tuned_lm.source)
-    else:
-        base_lm = load_model(base, show_progress=show_progress)
-        tuned_lm = load_model(tuned, show_progress=show_progress) if tuned is not None else None
-    context_lm = None
-    if template_from is not None:
-        context_lm = LoadedModel(None, load_tokenizer(resolve(template_from)[0]), template_from)
-    for lm in (base_lm, tuned_lm, context_lm):
-        if lm is not None and plain:
-            lm.use_chat_template = False
+    base_lm, tuned_lm, context_lm = load_shift_models(
+        base, tuned=tuned, adapter=str(adapter) if adapter is not None else None, template_from=template_from,
+        plain=plain, show_progress=show_progress)
     return analyze(store, base_lm, items, tuned=tuned_lm, adapter_mode=adapter is not None, responses=given,
                    context_lm=context_lm, contexts=contexts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                    reference_dataset=reference, budget_mb=budget_mb, run_id=run_id, show_progress=show_progress)

@@ -85,6 +85,38 @@ class ShiftParams(Params):
     batch_size: int = 4
     budget_mb: float = DEFAULT_BUDGET_MB
     adapter_mode: bool = False          # tuned is a PeftModel over base: the base = adapter off
+    # Model specs (alias, HF dir, .gguf): a step built from them loads its models lazily, in the
+    # worker that runs it (process pool, Ray actor); a step given model objects uses those.
+    base: str = ""
+    tuned: str | None = None
+    adapter: str | None = None          # base + this LoRA adapter is the tuned model
+    template_from: str | None = None    # responses mode: format prompts with this model's template
+    plain: bool = False                 # the plain '### Instruction/### Response' template
+
+
+def load_shift_models(base: str, *, tuned: str | None = None, adapter: str | None = None,
+                      template_from: str | None = None, plain: bool = False,
+                      show_progress: bool = False) -> tuple[LoadedModel, LoadedModel | None, Any]:
+    """(base, tuned or None, context formatter or None) from model specs; with `adapter` the tuned
+    model is base + adapter and the base is the same PeftModel (its adapter switched off)."""
+    from ..models import load_model
+    from ..models.loading import load_tokenizer, resolve
+
+    if adapter is not None and tuned is not None:
+        raise ItauditError("give either a tuned model or an adapter")
+    if adapter is not None:
+        tuned_lm = load_model(base, adapter=str(adapter), show_progress=show_progress)
+        base_lm = LoadedModel(tuned_lm.model, tuned_lm.tokenizer, resolve(base)[1], tuned_lm.source)
+    else:
+        base_lm = load_model(base, show_progress=show_progress)
+        tuned_lm = load_model(tuned, show_progress=show_progress) if tuned is not None else None
+    context_lm = None
+    if template_from is not None:
+        context_lm = LoadedModel(None, load_tokenizer(resolve(template_from)[0]), template_from)
+    for lm in (base_lm, tuned_lm, context_lm):
+        if lm is not None and plain:
+            lm.use_chat_template = False
+    return base_lm, tuned_lm, context_lm
 
 
 @dataclass
@@ -100,23 +132,47 @@ class ShiftStep(Step):
     """The shift analysis of a chunk of prompts: generation (tuned mode) and scoring. Pure:
     `compute_chunk` returns frames; `analyze` (or any executor + `save_frames`) stores them.
 
-    Models are given at construction (`base`, optional `tuned`, `context_lm` formatting prompts
-    in responses mode); rows come from `items_frame` (responses mode when `response` is set).
+    Models are either given at construction (`base`, optional `tuned`, `context_lm` formatting
+    prompts in responses mode) or named in the params (`base`, `tuned`/`adapter`, ...) and loaded
+    on first use; a step built from specs pickles without its models, so an executor's workers
+    load them once each. Rows come from `items_frame` (responses mode when `response` is set).
     """
 
     name: ClassVar[str] = "shift"
     description: ClassVar[str] = "token distribution shift between a base and a tuned model (URIAL / AlignTDS)"
     Params: ClassVar[type[Params]] = ShiftParams
     default: ClassVar[bool] = False
-    resources: ClassVar[Resources] = Resources(cpus=1.0, memory_gb=2.0, model="base+tuned")
+    resources: ClassVar[Resources] = Resources(cpus=1.0, memory_gb=2.0, model="shift")
 
-    def __init__(self, params: Any = None, *, base: LoadedModel, tuned: LoadedModel | None = None,
+    def __init__(self, params: Any = None, *, base: LoadedModel | None = None, tuned: LoadedModel | None = None,
                  context_lm: Any = None):
         super().__init__(params)
         p: ShiftParams = self.params  # type: ignore[assignment]
+        if base is None and not p.base:
+            raise ItauditError("shift: give the base model (an object, or params base=SPEC)")
         self.base, self.tuned, self.context_lm = base, tuned, context_lm
-        self.shared_vocab = tuned is not None and (p.adapter_mode or same_vocabulary(base, tuned))
-        if p.adapter_mode:
+        self._ready = False
+        if base is not None:
+            self._setup()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.params.base:   # workers reload from the specs instead of receiving the weights
+            state.update(base=None, tuned=None, context_lm=None, _ready=False)
+            for k in ("base_scorer", "tuned_scorer"):
+                state.pop(k, None)
+        return state
+
+    def _setup(self) -> None:
+        if self._ready:
+            return
+        p: ShiftParams = self.params  # type: ignore[assignment]
+        if self.base is None:
+            self.base, self.tuned, self.context_lm = load_shift_models(
+                p.base, tuned=p.tuned, adapter=p.adapter, template_from=p.template_from, plain=p.plain)
+        base, tuned = self.base, self.tuned
+        self.shared_vocab = tuned is not None and (self.adapter_mode or same_vocabulary(base, tuned))
+        if self.adapter_mode:
             if tuned is None:
                 raise ItauditError("adapter mode needs the tuned (adapter) model")
             self.base_scorer = Scorer(tuned.model, disable_adapter=True)
@@ -124,13 +180,22 @@ class ShiftStep(Step):
         else:
             self.base_scorer = Scorer(base.model)
             self.tuned_scorer = Scorer(tuned.model) if self.shared_vocab else None
+        self._ready = True
 
     @property
     def mode(self) -> str:
-        return "responses" if self.tuned is None else ("adapter" if self.params.adapter_mode else "models")
+        p: ShiftParams = self.params  # type: ignore[assignment]
+        if self.base is None:   # not loaded yet: from the specs
+            return "adapter" if p.adapter else ("models" if p.tuned else "responses")
+        return "responses" if self.tuned is None else ("adapter" if self.adapter_mode else "models")
+
+    @property
+    def adapter_mode(self) -> bool:
+        return bool(self.params.adapter_mode or self.params.adapter)
 
     def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> ShiftChunk:  # type: ignore[override]
         p: ShiftParams = self.params  # type: ignore[assignment]
+        self._setup()
         base, tuned = self.base, self.tuned
         if tuned is None and rows["response"].null_count():
             raise ItauditError("responses mode needs a response for every prompt")
