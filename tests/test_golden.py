@@ -1,8 +1,10 @@
 """Golden results: the checks whose results must not change across refactors, on committed fixtures.
 
 Covers exact_duplicates, duplicate_instructions, near_duplicates (real all-MiniLM), style and risk
-combining exactly those four. Flags, scores, cluster ids, details and pairs must match the golden
-file exactly; summaries must contain every golden key with the same value (new keys may be added).
+combining exactly those four. Flags, cluster ids, details and pairs must match the golden file;
+floats (scores, cosines) to 1e-6, since an embedding depends in the 7th digit on the other texts of
+its batch (padding). Summaries must contain every golden key with the same value (new keys may be
+added).
 
 Regenerate only when a result change is intended (say why in the commit message):
 
@@ -25,7 +27,12 @@ GOLDEN = HERE / "golden" / "checks.json"
 CHECKS = ["exact_duplicates", "duplicate_instructions", "near_duplicates", "style", "risk"]
 DATASETS = {"golden_alpaca": HERE / "fixtures" / "golden_alpaca.jsonl", "golden_sharegpt": HERE / "fixtures" / "sharegpt.json"}
 # Volatile or environment-dependent summary keys.
-SKIP_SUMMARY = {"seconds"}
+SKIP_SUMMARY = {"seconds", "formula"}  # formula: prose describing the method
+# risk's default weights are its owner's to recalibrate (issue 15): the golden run pins the weights
+# it was recorded with, so the comparison covers the combination itself.
+PARAMS = {"risk": {"weights": {"contamination": 1.0, "near_duplicates": 0.5, "exact_duplicates": 0.5,
+                               "duplicate_instructions": 0.5, "conflicting_neighbors": 0.6, "novelty": 0.4,
+                               "style": 0.3}, "default_weight": 0.3}}
 
 
 def _snapshot(store, dataset: str) -> dict:
@@ -62,9 +69,30 @@ def results(tmp_path_factory):
             from itaudit.audit.runner import AuditContext
 
             ctx = AuditContext(store, name, tmp / "idx", show_progress=False, _embedder=embedder)
-            run_checks(store, name, CHECKS, context=ctx)
+            run_checks(store, name, CHECKS, context=ctx, params=PARAMS)
             got[name] = _snapshot(store, name)
     return got
+
+
+def same(a, b, *, subset: bool = False) -> bool:
+    """Equal, floats to 1e-6 (ints and bools exactly). With `subset`, a dict `a` may hold keys `b`
+    lacks (summaries may gain keys)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool) and a == pytest.approx(b, rel=1e-6, abs=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys_ok = b.keys() <= a.keys() if subset else a.keys() == b.keys()
+        return keys_ok and all(same(a[k], b[k], subset=subset) for k in b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y, subset=subset) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def test_same_compares_floats_loosely_and_the_rest_exactly():
+    assert same([1, True, 0.9941139221191406, {"a": "x"}], [1, True, 0.994114100933075, {"a": "x"}])
+    assert not same([0.5], [0.51]) and not same([1], [True]) and not same({"a": 1}, {"a": 1, "b": 2})
+    assert not same([1, 2], [1, 2, 3]) and not same(["x"], ["y"])
+    assert same({"a": {"x": 1, "new": 2}}, {"a": {"x": 1}}, subset=True) and not same({"a": {}}, {"a": {"x": 1}}, subset=True)
 
 
 def test_owned_checks_match_the_golden_file(results):
@@ -78,10 +106,16 @@ def test_owned_checks_match_the_golden_file(results):
         assert set(results[ds]) == set(checks), ds
         for check, want in checks.items():
             have = results[ds][check]
-            assert have["rows"] == want["rows"], f"{ds}/{check}: rows differ"
-            assert have["pairs"] == want["pairs"], f"{ds}/{check}: pairs differ"
+            for i, (h, w) in enumerate(zip(have["rows"], want["rows"], strict=False)):
+                assert same(h, w), f"{ds}/{check}: row {i}: {h} != {w}"
+            assert len(have["rows"]) == len(want["rows"]), f"{ds}/{check}: row count"
+            for h, w in zip(have["pairs"], want["pairs"], strict=False):
+                assert same(h, w), f"{ds}/{check}: pair {h} != {w}"
+            assert len(have["pairs"]) == len(want["pairs"]), f"{ds}/{check}: pair count"
             for k, v in want["summary"].items():
-                assert have["summary"].get(k) == v, f"{ds}/{check}: summary[{k!r}] {have['summary'].get(k)!r} != {v!r}"
+                if k in SKIP_SUMMARY:
+                    continue
+                assert same(have["summary"].get(k), v, subset=True), f"{ds}/{check}: summary[{k!r}] {have['summary'].get(k)!r} != {v!r}"
 
 
 def test_golden_fixture_exercises_every_check(results):
