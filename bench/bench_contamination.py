@@ -166,7 +166,7 @@ def _planted_record(host: str, prompt: str, answer: str) -> dict:
 def run(data_dir: Path, quick: bool, *, eval_names: list[str] | None = None, hosts: tuple[str, ...] = ("alpaca", "sharegpt"),
         k: int | None = None, seed: int = 0, params: dict | None = None, baseline: bool = True,
         verbose: bool = False) -> list[dict]:
-    from itaudit.audit.contamination import Contamination
+    from itaudit.audit.contamination import Contamination, words
     from itaudit.audit.runner import AuditContext
     from itaudit.ingest import ingest
     from itaudit.ingest.eval_formats import read_eval_set
@@ -215,6 +215,7 @@ def run(data_dir: Path, quick: bool, *, eval_names: list[str] | None = None, hos
             src = inst["source_row"].to_list()
             orig_idx = {i for i, s in zip(inst["idx"].to_list(), src, strict=True) if s < n_orig_src}
             planted_idx = {s - n_orig_src: i for i, s in zip(inst["idx"].to_list(), src, strict=True) if s >= n_orig_src}
+            source_of = {i: (plan[n]["eval"], plan[n]["item"]) for n, i in planted_idx.items()}
             ctx = AuditContext(store, host, show_progress=False, _embedder=embedder)
             step = Contamination({"against": [f"{e}={data_dir / FILES[e]}" for e in evals], **(params or {})})
             t0 = time.perf_counter()
@@ -248,9 +249,24 @@ def run(data_dir: Path, quick: bool, *, eval_names: list[str] | None = None, hos
                             i = planted_idx[plan.index(p)]
                             if (i, e, p["item"]) not in found_pairs:
                                 print(f"MISS {host} {e} {kind}: {inst['instruction'][i][:200]!r}", file=sys.stderr)
-                ctrl = sum(c in back_flag.get(e, set()) for c in controls[e])
+                # A control flagged only by the same question planted from another eval set (LIMA test,
+                # IFBench and AlpacaEval share prompts with Vicuna 80) is a correct match, not a false one.
+                ctrl = dup = 0
+                for c in controls[e]:
+                    if c not in back_flag.get(e, set()):
+                        continue
+                    rows_of = sorted(a for a, d, b in found_pairs if d == e and b == c)
+                    text = words(evals[e].frame["instruction"][c])
+                    same = all(a in source_of and words(evals[source_of[a][0]].frame["instruction"][source_of[a][1]]) == text
+                               for a in rows_of)
+                    dup += same
+                    ctrl += not same
+                    print(f"CONTROL FLAGGED {host} {e} item {c}{' (same question planted from another set)' if same else ''}: "
+                          f"{evals[e].frame['instruction'][c][:120]!r} <- {[inst['instruction'][a][:120] for a in rows_of[:2]]}",
+                          file=sys.stderr)
                 rows.append({"bench": "contamination", "metric": f"{host} {e} controls flagged", "itaudit": ctrl,
-                             "baseline": None, "ratio": None, "unit": "items", "note": f"of {len(controls[e])}"})
+                             "baseline": None, "ratio": None, "unit": "items",
+                             "note": f"of {len(controls[e])}" + (f" (+{dup} same question planted from another set)" if dup else "")})
             fp = sorted(flagged & orig_idx)
             fp_b = sorted({a for a, _, _ in base_found} & orig_idx)
             for i in fp:

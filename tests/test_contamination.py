@@ -158,6 +158,19 @@ def test_dense_sentence_windows_find_a_wrapped_paraphrase(store, tmp_path, fille
     assert dense.pairs["idx_b"].to_list() == [2]
 
 
+def test_short_stems_are_scored_with_their_choices(store, tmp_path, filler):
+    choices = ["Marginal social cost equals marginal private cost plus external costs",
+               "Value of externalities is always zero", "Taxes never correct externalities", "None of these"]
+    ev = _jsonl(tmp_path / "mmlu_hf.jsonl", [{"question": "Which of the following is true?", "subject": "econ",
+                                              "choices": choices, "answer": 0}])
+    chat = "I am studying economics this semester and my teacher gave us a worksheet to finish by Friday. "
+    n0 = _it(store, tmp_path, filler, [
+        {"instruction": chat + "Which of the following is true?\n" + "\n".join(choices), "output": "A"},
+        {"instruction": chat + "Which of the following is true? I forgot the options.", "output": "?"}])
+    r = contamination_check(store, "it", against=[str(ev)], mark_eval=False, embeddings=False)
+    assert r.flag[n0] and not r.flag[n0 + 1]
+
+
 def test_both_directions_and_eval_files_are_not_written(store, tmp_path, filler, evfile):
     n0 = _it(store, tmp_path, filler, [{"instruction": MOUNTAIN, "output": "Elbrus"}])
     before = store.query("SELECT (SELECT count(*) FROM datasets) AS d, (SELECT count(*) FROM instances) AS i").row(0)

@@ -4,8 +4,9 @@ Both directions are reported: rows of the IT dataset that contain an evaluation 
 evaluation items that are present in the IT dataset. Evidence (the aligned text, coverage,
 edits, cosine, answer agreement) goes to `check_pairs` with `other_dataset` set to the eval set.
 
-Matching (per eval item, the *question*: `eval_fields`, default the instruction; the answer is
-separate evidence, `answer_in_row`, and never dilutes the score):
+Matching (per eval item, the *question*: `eval_fields`, default the instruction, with the input
+(choices, context) when the question has fewer than 8 words; the answer is separate evidence,
+`answer_in_row`, and never dilutes the score):
 1. Candidates: IT texts sharing word bigrams with the question (bigrams shared by more than
    `max_eval_df` eval items are templates and ignored), then an IDF-weighted bag-of-words bound.
    Word weight = log(1 + N / (1 + df)), df over the IT texts and the eval questions.
@@ -55,6 +56,7 @@ _PROMPT = ("system", "instruction", "input")   # IT fields joined into one promp
 _SEED = 13
 GAP = 0.5   # cost of a word inserted inside an aligned question, in average question words
 _SENT = re.compile(r"(?<=[.?!:])\s+|\n+")   # sentence breaks, for the dense windows
+SHORT_STEM = 8   # eval questions shorter than this are scored with their input (choices, context)
 MAX_SWAPS = 2   # a light rewording swaps one or two words
 CHANCE = 1e-3   # a question must be unlikely to occur by chance in a text: weight >= ln(N / CHANCE)
 
@@ -252,8 +254,14 @@ def load_eval_sets(ctx: Any, against: Sequence[str], eval_fields: Sequence[str],
             raise ItauditError(f"contamination: {ev.name!r} is the dataset being checked")
         f = ev.frame
         cols = [f[c].to_list() if c in f.columns else [None] * f.height for c in eval_fields]
-        out.append(_Eval(ev.name, ev.path, f["idx"].to_numpy().astype(np.int64),
-                         [_join(p) for p in zip(*cols, strict=True)], f["answers"].to_list(), ev.n_rejected))
+        questions = [_join(p) for p in zip(*cols, strict=True)]
+        if "input" not in eval_fields and "input" in f.columns:
+            # A short stem ("Which of the following is true?", "A wave transfers") does not identify
+            # its item: its choices / context (the input) are scored with it.
+            questions = [q if len(words(q)) >= SHORT_STEM or not x else _join([q, x])
+                         for q, x in zip(questions, f["input"].to_list(), strict=True)]
+        out.append(_Eval(ev.name, ev.path, f["idx"].to_numpy().astype(np.int64), questions,
+                         f["answers"].to_list(), ev.n_rejected))
     if not out:
         raise ItauditError("contamination needs eval sets: -s contamination.against=mmlu,gsm8k "
                            "(dataset names or files, e.g. ../shared/data/gsm8k/test.jsonl)")
