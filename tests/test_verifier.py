@@ -101,3 +101,12 @@ def test_code_blocks_prose_stubs_and_shell() -> None:
     assert check_code(ins, "", "```python\nname = &quot;a&quot;\nprint(name)\n```") is None
     lost = "def f(n):\nif n <= 1:\nreturn 1\nreturn n * f(n - 1)"
     assert check_code("Write a Python function for factorial.", "", lost)["kind"] == "code_syntax"
+
+
+def test_templates_and_export_escapes_not_flagged() -> None:
+    ins = "Write it in Python."
+    assert check_code(ins, "", "```python\nimport os\ndef decrypt\\_file(key, file\\_path):\n    return key\n```") is None
+    assert check_code(ins, "", "```python\nimport os\nN, M = # dimensions of the grid\nx = 1\n```") is None
+    assert check_code(ins, "", "```python\nimport x\ncols = VectorAssembler(inputCols=[<list of columns>])\n```") is None
+    bug = "```python\nimport x\non_press = lambda x: self.current = 'settings'\ny = 2\n```"
+    assert check_code(ins, "", bug)["kind"] == "code_syntax"

@@ -420,7 +420,8 @@ def _annotation(line: str) -> bool:
 def _syntax_issue(code: str) -> dict | None:
     # output pasted after the code ("Output:", "# Output", "// Output: 6") is not code; nbsp is layout
     code = re.split(r"^\s*(?:(?:#|//)\s*|example\s+)?outputs?\s*(?::.*)?$", code, maxsplit=1, flags=re.M | re.I)[0]
-    lines = textwrap.dedent(code.replace("\u00a0", " ")).splitlines()
+    # nbsp is layout; "\\_" is a markdown escape left by chat exports
+    lines = textwrap.dedent(code.replace("\u00a0", " ").replace("\\_", "_")).splitlines()
     for _ in range(3):
         try:
             ast.parse("\n".join(lines))
@@ -443,6 +444,8 @@ def _syntax_issue(code: str) -> dict | None:
             code_lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#")]
             if len(code_lines) <= 1 or (e.msg.startswith("unexpected indent") and at <= 1):
                 return None   # a quoted header line, or a fragment from inside a block (a continuation)
+            if re.search(r"=\s*(?:#|\.\.\.|$)|<[a-z][^<>]*>|#\s*(?:missing|error|bug|wrong|typo)\b", bad, re.I):
+                return None   # a template to fill in ("x = # ...", "<list of columns>") or a bug shown on purpose
             cut = at >= len(lines) - 1 or not any(ln.strip() for ln in lines[at + 1:])
             return _issue("code_syntax", "Python that parses", f"SyntaxError: {e.msg} (line {e.lineno})",
                           f"the Python code does not parse{' (the answer is cut off mid-code)' if cut else ''}: "
