@@ -96,6 +96,9 @@ def test_neighbours_for_embeds_only_candidates_and_matches_flat(store, tmp_path,
     p.write_text(json.dumps(rows))
     ingest(store, p, "toy", show_progress=False)
     queries = ["capital of France", "a poem about the sea", "sorting lists in python"]
+    s0, i0 = neighbours_for(store, "toy", queries, k=2, field="prompt", embedder=embedder, rescore=False)
+    assert i0[0, 0] == 0 and i0[2, 0] == 4 and np.all(s0[:, 0] >= s0[:, 1])
+    assert store.query("SELECT count(*) AS n FROM embedding_cache")["n"][0] == 0  # no sentence model used
     scores, idx = neighbours_for(store, "toy", queries, k=2, field="prompt", embedder=embedder)
     assert idx[:, 0].tolist() == [0, 3, 4]
     assert np.all(scores[:, 0] >= scores[:, 1])

@@ -176,14 +176,16 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
 
 def neighbours_for(store, dataset: str, texts: Sequence[str], k: int = 10, *, field: str = "all",
                    embedder=None, candidates: int | None = None, query_vectors: np.ndarray | None = None,
-                   show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   rescore: bool = True, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(scores (q, k) exact cosine, idx (q, k) instances.idx): each query text's k nearest rows.
 
     Needs no whole-dataset sentence embedding: the dataset's static vectors (seconds to compute;
     kept per process until the dataset changes) give `candidates` rows per query (default 2k);
     only those rows are embedded with the sentence model, through the DuckDB cache
     (`embed_dataset`: later calls reuse them), and ranked by exact cosine. `query_vectors`: the
-    queries' sentence vectors when already at hand. Missing slots: idx -1, score -inf.
+    queries' sentence vectors when already at hand. `rescore=False`: no sentence model at all,
+    the k nearest by static cosine (a different scale: centred static vectors score lower).
+    Missing slots: idx -1, score -inf.
     """
     from ..embed import Embedder, embed_dataset, field_texts
 
@@ -211,8 +213,15 @@ def neighbours_for(store, dataset: str, texts: Sequence[str], k: int = 10, *, fi
         _DATASET_STATIC.clear()  # one dataset's static index per process
         _DATASET_STATIC[key] = cached
     _, index, corpus, order, bounds, row_idx = cached
-    m = min(int(candidates or 2 * k), index.ntotal)
-    _, cand = index.search(corpus.encode(texts), m)
+    m = min(int(candidates or 2 * k) if rescore else k, index.ntotal)
+    sd, cand = index.search(corpus.encode(texts), m)
+    if not rescore:
+        for qi in range(q):
+            rows = [(float(s_), int(row_idx[order[j]])) for s_, u in zip(sd[qi], cand[qi], strict=True) if u >= 0
+                    for j in range(bounds[u], bounds[u + 1])]
+            for r, (sim, i) in enumerate(rows[:k]):
+                scores[qi, r], ids[qi, r] = sim, i
+        return scores, ids
     distinct = np.unique(cand[cand >= 0])
     rep = {int(u): int(order[bounds[u]]) for u in distinct}  # a row holding each distinct text
     want = np.asarray(sorted(rep.values()), dtype=np.int64)
