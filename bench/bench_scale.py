@@ -335,7 +335,16 @@ def main() -> None:
     ap.add_argument("--ray-slice", type=int, default=100_000)
     ap.add_argument("--embed-sample", type=int, default=5000)
     ap.add_argument("--child", action="store_true")
+    ap.add_argument("--ray-only", action="store_true",
+                    help="only Ray vs local, on the first --ray-slice rows of an earlier run's database")
     a = ap.parse_args()
+    if a.ray_only:
+        from itaudit.store import Store
+
+        with Store(Path(a.work) / f"scale_{a.n}.duckdb") as store:
+            frame = store.instances("it", "idx, instruction, input, response").head(a.ray_slice)
+        print(json.dumps({**ray_vs_local(frame), "loadavg": os.getloadavg()}, default=float))
+        return
     if a.child:
         print(json.dumps(pipeline(a.n, Path(a.work), Path(a.data), min(a.ray_slice, a.n), a.embed_sample),
                          default=float))
