@@ -101,6 +101,13 @@ def test_task_gates() -> None:
     assert same_task("How many legs does a spider have?", "How many legs do spiders have?", "8", "6")[0]
 
 
+def test_programs_are_not_compared() -> None:
+    a = "int factorial(int n) {\n  if (n == 0) return 1;\n  return n * factorial(n - 1);\n}"
+    b = "int factorial(int n) {\n  if (n <= 1) return 1;\n  return n * factorial(n - 1);\n}"
+    ins = "Implement a C++ function that calculates the factorial of an integer."
+    assert judge_pair(ins, "", a, ins, "", b) == ([], "code answer")
+
+
 def test_params_are_typed() -> None:
     assert ConflictingNeighbors({"threshold": "0.9"}).params.threshold == 0.9
     with pytest.raises(ItauditError, match="unknown parameter"):

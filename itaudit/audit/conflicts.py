@@ -7,7 +7,8 @@ A pair is a conflict when
    answers), and no content word that only one prompt has is what its response talks about
    ("legs of a spider" / "legs of an insect");
 2. neither task is open-ended (write / compose / generate / suggest / name a ... / list five ...,
-   synonyms, examples, passwords, poems, rewrites, summaries): different answers are legitimate;
+   synonyms, examples, passwords, poems, rewrites, summaries) and neither answer is a program:
+   different answers are legitimate;
 3. the responses contradict in what they claim (`itaudit.audit.claims.contradictions`): a
    substituted number, name or verdict, an inserted negation, another order of the same items -
    never an added fact. Follow-up turns are compared only with rows of the same history.
@@ -74,6 +75,15 @@ def is_open_ended(instruction: str) -> bool:
     return bool(_OPEN.search(first) or _OPEN_ANYWHERE.search(first))
 
 
+_CODE_LINE = re.compile(r"```|^\s*(?:def |class |function |public |private |#include|import |from \S+ import |"
+                        r"return\b|for\s*\(|if\s*\(|while\s*\(|\}|.*[;{]\s*$)", re.M)
+
+
+def is_code(response: str) -> bool:
+    """An answer that is (mostly) a program: a fenced block or two lines of code."""
+    return len(_CODE_LINE.findall((response or "")[:3000])) >= 2
+
+
 def _content(text: str) -> set[str]:
     return {t.norm for t in tokens(text) if t.kind == "word" and t.norm not in _STOP and len(t.norm) > 2}
 
@@ -133,6 +143,8 @@ def judge_pair(ins_a: str, inp_a: str, res_a: str, ins_b: str, inp_b: str, res_b
         return [], "open-ended task"
     if (res_a or "").strip() == (res_b or "").strip():
         return [], "same response"
+    if is_code(res_a) or is_code(res_b):
+        return [], "code answer"   # programs differ in literals and names without contradicting
     ok, why = same_task(pa, pb, res_a, res_b)
     if not ok and why == "slot values differ":
         return [], why
