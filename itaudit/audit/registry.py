@@ -52,7 +52,7 @@ _BUILTIN: list[tuple[str, str, str, bool, bool]] = [
     ("near_duplicates", "itaudit.audit.near_duplicates:near_duplicates",
      "embedding range search + MinHash LSH, clustered transitively", True, False),
     ("conflicting_neighbors", "itaudit.audit.conflicts:conflicting_neighbors",
-     "close instructions whose responses disagree (low similarity, other numbers/names)", True, False),
+     "the same task answered with contradictory claims (numbers, names, yes/no, negation, order)", True, False),
     ("contamination", "itaudit.audit.contamination:contamination",
      "eval questions verbatim, reworded or wrapped: aligned IDF-weighted overlap, ambiguous pairs confirmed by "
      "embeddings (-s contamination.against=mmlu,path/to/gsm8k/test.jsonl)", False, False),
