@@ -141,3 +141,14 @@ def test_conflicting_neighbors_check(store, tmp_path, embedder) -> None:
     rep = store.query(sqlfiles.report_sql("conflicts"))
     assert rep.height == len(ev)
     assert np.all(rep["strength"].to_numpy()[:-1] >= rep["strength"].to_numpy()[1:])
+
+
+def test_multiple_choice_letters_resolve_to_their_options() -> None:
+    pa = "What is used as energy by most organisms?\nOptions:\n- (A) sodium\n- (B) water\n- (E) sugar"
+    pb = "What is used as energy by most organisms?\nOptions:\n- (A) sugar\n- (B) heat\n- (D) water"
+    same = contradictions("Sugar is used for energy. So the final answer is (E).",
+                          "Sugar is used for energy. So the final answer is (A).", prompt_a=pa, prompt_b=pb)
+    assert same == []
+    other = contradictions("Sugar is used for energy. So the final answer is (E).",
+                           "Sugar is used for energy. So the final answer is (B).", prompt_a=pa, prompt_b=pb)
+    assert [c["type"] for c in other] == ["final_answer"] and other[0]["b"] == "heat"

@@ -68,8 +68,9 @@ _NOT_NAMES = {
 }
 _SORT_TASK = re.compile(r"\b(sort|order|rank|arrange|alphabeti[sz]e|chronological|sequence)\w*\b", re.I)
 _LIST_SPLIT = re.compile(r"\s*(?:,|;|\n|\band\b|<|>|→|->)\s*")
-_FINAL = re.compile(r"\b(?:final answer|the answer|answer|result)\s*(?:is|:|=)\s*:?\s*([^\n]{1,80}?)\s*(?:\.|$)",
-                    re.I | re.M)
+_FINAL = re.compile(r"\b(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*([^\n]{1,80}?)\s*(?:\.|$)", re.I | re.M)
+_OPTION = re.compile(r"(?:^|\n|\s)[-*]?\s*\(?([A-Ha-h])\)\s*([^\n]{1,80})")
+_LETTER = re.compile(r"^\(?([A-Ha-h])\)?$")
 MAX_SPAN = 4        # a substitution replaces at most this many words on each side
 
 
@@ -148,13 +149,24 @@ def _count(x: Token, nums: list[Token]) -> int:
     return sum(_num_equal(x, y) for y in nums)
 
 
-def final_answer(text: str) -> str | None:
-    """The stated final answer ("... the answer is 18.", "Answer: B"), normalised, if short."""
+def final_answer(text: str, prompt: str = "") -> str | None:
+    """The stated final answer ("... the answer is 18.", "Answer: (B)"), normalised, if short.
+
+    A multiple-choice letter is resolved to its option's text in `prompt` (the same answer sits
+    under other letters when the options are shuffled); a letter without its options is None.
+    """
     found = list(_FINAL.finditer((text or "")[-400:]))
     m = found[-1] if found else None
     if not m:
         return None
-    ans = " ".join(t.norm for t in _words(tokens(m.group(1))))
+    raw = m.group(1).strip().rstrip(".")
+    letter = _LETTER.match(raw)
+    if letter:
+        options = {k.upper(): v for k, v in _OPTION.findall((prompt or "").replace("\\n", "\n"))}
+        raw = options.get(letter.group(1).upper(), "")
+        if not raw:
+            return None
+    ans = " ".join(t.norm for t in _words(tokens(raw)))
     return ans if ans and len(ans.split()) <= 6 else None
 
 
@@ -194,8 +206,10 @@ def contradictions(res_a: str, res_b: str, *, prompt_a: str = "", prompt_b: str 
     if va is not None and vb is not None and va != vb:
         out.append({"type": "yes_no", "a": res_a.strip().split()[0].strip(",.!"),
                     "b": res_b.strip().split()[0].strip(",.!")})
-    fa, fb = final_answer(res_a), final_answer(res_b)
-    if fa is not None and fb is not None and fa != fb and not out:
+    fa, fb = final_answer(res_a, prompt_a), final_answer(res_b, prompt_b)
+    # one answer a prefix of the other ("h20" / "h20 let's be accurate": a last option ran on) agrees
+    if fa is not None and fb is not None and fa != fb and not out \
+            and not (fa + " ").startswith(fb + " ") and not (fb + " ").startswith(fa + " "):
         out.append({"type": "final_answer", "a": fa, "b": fb})
     prompt = prompt_a + "\n" + prompt_b
     if _SORT_TASK.search(prompt):

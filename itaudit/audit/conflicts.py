@@ -75,8 +75,8 @@ def is_open_ended(instruction: str) -> bool:
     return bool(_OPEN.search(first) or _OPEN_ANYWHERE.search(first))
 
 
-_CODE_LINE = re.compile(r"```|^\s*(?:def |class |function |public |private |#include|import |from \S+ import |"
-                        r"return\b|for\s*\(|if\s*\(|while\s*\(|\}|.*[;{]\s*$)", re.M)
+_CODE_LINE = re.compile(r"```|^\s*(?:def |class |function |public |private |#include|#!|import |from \S+ import |"
+                        r"return\b|for\s*\(|if\s*\(|while\s*\(|echo |\}|.*[;{]\s*$)|\$\(", re.M)
 
 
 def is_code(response: str) -> bool:
