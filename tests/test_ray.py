@@ -214,3 +214,31 @@ def test_cli_audit_executor_ray(ray_executor, alp_store, db_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         main(["audit", "alp", "-c", "style", "-q", "--executor", "spark", "--db", str(db_path)])
     assert e.value.code == 2
+
+
+def test_model_holding_shift_step_on_an_actor_pool_equals_local(ray_executor, tmp_path_factory) -> None:
+    """ShiftStep built from model specs: each actor loads the (tiny, config-built) models once."""
+    from itaudit.models import PromptItem
+    from itaudit.shift.run import ShiftParams, ShiftStep, items_frame
+    from tests.tinymodels import perturbed_copy, tiny_causal_lm
+
+    d = tmp_path_factory.mktemp("shift_ray")
+    base = tiny_causal_lm(d / "base")
+    tuned = perturbed_copy(base, d / "tuned", scale=0.8, seed=3)
+    step = ShiftStep(ShiftParams(run_id="x", max_new_tokens=5, base=str(base), tuned=str(tuned)))
+    prompts = ["Name three colours", "What is the capital of France?", "Write a short poem about the sea",
+               "Give me a list of fruits", "Translate hello into Spanish"]
+    rows = items_frame([PromptItem(f"p{i}", p) for i, p in enumerate(prompts)])
+    chunks = [(0, rows.slice(0, 2)), (1, rows.slice(2, 2)), (2, rows.slice(4))]
+    got = dict(ray_executor.map(step, iter(chunks), len(chunks)))
+    assert sorted(got) == [0, 1, 2]
+    floats = ["kl", "base_prob", "tuned_prob"]
+    for c, part in chunks:
+        want = {f.table: f.frame for f in step.compute_chunk(part, c, len(chunks)).frames}
+        have = {f.table: f.frame for f in got[c].frames}
+        assert set(have) == set(want) == {"shift_tokens", "shift_responses"}
+        for name, w in want.items():
+            h = have[name]
+            for col in (x for x in floats if x in w.columns):
+                np.testing.assert_allclose(h[col].to_numpy(), w[col].to_numpy(), rtol=1e-4, atol=1e-7)
+            assert h.drop(floats, strict=False).equals(w.drop(floats, strict=False))
