@@ -1,6 +1,8 @@
 """Planted-contradiction benchmark of `conflicting_neighbors` (issue 15). One command, seeded:
 
     .venv/bin/python bench/bench_conflicts.py [--data ../shared/data] [--quick] [--show N]
+    .venv/bin/python bench/bench_conflicts.py --audit gpteacher/codegen-instruct.json --limit 5000
+        (the full check with real embeddings on real data: every flag printed, to judge by hand)
 
 Pairs of rows posing the same task, judged by the check's pair rule (`judge_pair`):
 
@@ -287,13 +289,49 @@ def run(data_dir: Path, quick: bool) -> list[dict]:
     return rows
 
 
+def audit_flags(data: Path, files: list[str], limit: int, seed: int = 0) -> None:
+    """Run the full check (real embeddings) on shared-data files and print every flagged pair to judge."""
+    import tempfile
+
+    from itaudit.audit.conflicts import ConflictingNeighbors
+    from itaudit.audit.runner import AuditContext
+    from itaudit.ingest import ingest
+    from itaudit.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "audit.duckdb")
+        for k, f in enumerate(files):
+            rows = _load_json(data / f)
+            random.Random(seed).shuffle(rows)
+            path = Path(tmp) / f"d{k}.json"
+            path.write_text(json.dumps(rows[:limit]), encoding="utf-8")
+            name = f"d{k}"
+            ingest(store, path, name, show_progress=False, skip_invalid=True)
+            ctx = AuditContext(store, name, show_progress=False)
+            r = ConflictingNeighbors().compute(ctx)
+            frame = ctx.instances()
+            ins, res = frame["instruction"].to_list(), frame["response"].to_list()
+            print(f"== {f}: {r.summary['n_rows']} rows, {r.summary['n_candidate_pairs']} candidates, "
+                  f"{r.summary['n_conflict_pairs']} flagged; {r.summary['candidates_by_outcome']}")
+            for a, b, score, ev in r.pairs.iter_rows():
+                print(f"--- {a} / {b} ({score:.3f}) {json.loads(ev)['claims'][:2]}")
+                print("  A:", ins[a][:200].replace("\n", " "), "->", res[a][:300].replace("\n", " "))
+                print("  B:", ins[b][:200].replace("\n", " "), "->", res[b][:300].replace("\n", " "))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--show", type=int, default=0, help="print N misses and N false alarms")
     ap.add_argument("--json", help="write every pair with its verdict here")
+    ap.add_argument("--audit", action="append", default=[],
+                    help="instead: run the full check on this shared-data JSON file (repeatable) and print its flags")
+    ap.add_argument("--limit", type=int, default=2500, help="rows per --audit file (seeded sample)")
     args = ap.parse_args()
+    if args.audit:
+        audit_flags(Path(args.data), args.audit, args.limit)
+        return
     pairs = build_pairs(Path(args.data), args.quick)
     r = evaluate(pairs)
     print(f"pairs {r['n_pairs']}  contradicting {r['n_contradicting']}  precision {r['precision']:.3f}  "
