@@ -101,11 +101,12 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
     order = np.argsort(inv, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(inv[order])) + 1)
     rep = np.empty(len(uniq), dtype=np.int64)  # a representative row of each distinct text
+    per_copy = max_per_row if k is None else k  # with k, a copy pairs with k others, as a k-NN would
     for g in groups:
         rep[inv[g[0]]] = g[0]
         if len(g) > 1:
             for x in range(len(g)):
-                for y in g[x + 1: x + 1 + max_per_row]:
+                for y in g[x + 1: x + 1 + per_copy]:
                     out[(int(g[x]), int(y))] = 1.0
     if len(uniq) >= 2:
         sv = static.fit(uniq).vectors
