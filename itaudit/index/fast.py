@@ -101,7 +101,9 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
     order = np.argsort(inv, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(inv[order])) + 1)
     rep = np.empty(len(uniq), dtype=np.int64)  # a representative row of each distinct text
-    per_copy = max_per_row if k is None else k  # with k, a copy pairs with k others, as a k-NN would
+    # copies of one text pair with up to max_per_row others, also with k: an exact k-NN picks an
+    # arbitrary k among equal copies (ShareGPT 600: recall 0.77 of its pairs with k, 0.996 with 50)
+    per_copy = max_per_row
     for g in groups:
         rep[inv[g[0]]] = g[0]
         if len(g) > 1:
