@@ -115,7 +115,7 @@ def quality(store, name: str, embedder, rows: list[dict], n_queries: int = 200) 
                      f"({t_n:.1f}s with the candidates' vectors cached)"))
 
 
-def throughput(texts: list[str], embedder, rows: list[dict]) -> None:
+def throughput(texts: list[str], embedder, rows: list[dict], label: str = "ShareGPT") -> None:
     from itaudit.index.fast import static_embedder
 
     static = static_embedder(embedder)
@@ -129,7 +129,7 @@ def throughput(texts: list[str], embedder, rows: list[dict]) -> None:
     t_static = time.perf_counter() - t0
     n = len(texts)
     rows.append(_row("static embedder throughput", n / t_static, n / t_bare, "texts/s",
-                     f"{n} ShareGPT whole instances (MiniLM truncates at 256 tokens, so does the static model) "
+                     f"{n} {label} whole instances (MiniLM truncates at 256 tokens, so does the static model) "
                      f"vs bare SentenceTransformer.encode"))
 
 
@@ -253,7 +253,7 @@ def run(data_dir: Path, quick: bool = False) -> list[dict]:
             quality(store, "sharegpt600", embedder, rows)
         sg = store.instances("sharegpt600" if not quick else "alpaca", "idx, instruction, input, response")
         texts = field_texts(sg, "all")[: 150 if quick else 500]
-    throughput(texts, embedder, rows)
+    throughput(texts, embedder, rows, "Alpaca" if quick else "ShareGPT")
     if not quick:
         end_to_end(Path(data_dir), rows, os.environ.get("ITAUDIT_BENCH_SHAREGPT_FULL") == "1")
     return rows
