@@ -144,11 +144,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/itaudit-attr"))
     ap.add_argument("--drop", type=int, default=4)
     ap.add_argument("--boot", type=int, default=2000)
-    ap.add_argument("--stage", choices=["all", "audit", "tune-risk", "tune-random", "eval"], default="all")
+    ap.add_argument("--stage", choices=["all", "audit", "tune-risk", "tune-random", "eval", "recorded"], default="all")
+    ap.add_argument("--recorded", type=Path, default=Path("/tmp/itaudit-rec"),
+                    help="work folder of experiments/recorded_answers.py (stage 'recorded')")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("ITAUDIT_TORCH_THREADS", "1")
+    if a.stage == "recorded":
+        recorded_auc(a.recorded)
+        return
     if a.stage in ("all", "audit"):
         audit(a.work)
     if a.stage in ("all", "tune-risk"):
@@ -157,6 +162,54 @@ def main() -> None:
         tune_drop(a.work, "random", a.drop)
     if a.stage in ("all", "eval"):
         evaluate(a.work, a.drop, a.boot)
+
+
+
+def recorded_auc(rec: Path) -> dict[str, Any]:
+    """AUC on the recorded planted-fact run (experiments/recorded_answers.py --work REC): audit its
+    16 tuning rows (8 invented facts + 8 filler, rebuilt as planted_facts.py chose them), label the
+    rows the recorded full-FT answers were traced to (likely source, shift mode)."""
+    from calibrated_attribution import items_from
+    from planted_facts import plant
+    from recorded_answers import DATASET as RDS
+
+    from itaudit.audit.runner import run_checks
+    from itaudit.ingest import ingest
+    from itaudit.store import Store
+    from itaudit.trace import Tracer
+
+    alpaca = json.loads((Path(ROOT.parent) / "shared" / "data" / "alpaca" / "alpaca_5000.json").read_text())
+    alpaca = [r for r in alpaca if r.get("output", "").strip()][:2000]
+    rows, pos = plant(alpaca, 0)
+    rng = random.Random(0)
+    short = [i for i, r in enumerate(rows) if i not in pos and not r["input"] and len(r["output"]) < 160]
+    train_rows = sorted(pos + sorted(rng.sample(short, 8)))
+    store = Store(rec / "rec.duckdb")
+    inst = store.query(f"SELECT idx, source_row FROM instances WHERE dataset = '{RDS}'")
+    r2i = dict(zip(inst["source_row"].to_list(), inst["idx"].to_list(), strict=True))
+    train = [r2i[r] for r in train_rows]
+    tf = rec / "train16.json"
+    tf.write_text(json.dumps([rows[r] for r in train_rows]))
+    ingest(store, tf, "train16", "alpaca", show_progress=False)
+    run_checks(store, "train16", CHECKS, index_dir=rec / "loop_indexes", show_progress=False,
+               params={"novelty": {"model": "smollm2"}})
+    got = store.query("SELECT check_name, idx, score FROM check_rows WHERE dataset = 'train16'")
+    scores: dict[str, dict[int, float]] = {}
+    for check, i, s in got.iter_rows():
+        scores.setdefault(check, {})[train[i]] = float(s)
+    sets = json.loads((rec / "scores.json").read_text())
+    full = Tracer(store, RDS, index_dir=rec / "indexes").trace(items_from(sets["full"], "smollm2"))
+    store.close()
+    sources = {s.sources[0].idx for t in full for s in t.spans if s.traced}
+    labels = [i in sources for i in train]
+    res: dict[str, Any] = {"train_rows": len(train), "became_likely_source": sum(labels),
+                           "planted_became_source": len(sources & {r2i[p] for p in pos})}
+    res["auc"] = {c: auc([d.get(i, 0.0) for i in train], labels) for c, d in sorted(scores.items())}
+    nov, conf = scores.get("novelty", {}), scores.get("conflicting_neighbors", {})
+    res["auc"]["hazard_novelty_x_conflicts"] = auc([nov.get(i, 0.0) * (1 + conf.get(i, 0.0)) for i in train], labels)
+    (rec / "closed_loop_recorded.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+    return res
 
 
 if __name__ == "__main__":
