@@ -242,3 +242,91 @@ def test_model_holding_shift_step_on_an_actor_pool_equals_local(ray_executor, tm
             for col in (x for x in floats if x in w.columns):
                 np.testing.assert_allclose(h[col].to_numpy(), w[col].to_numpy(), rtol=1e-4, atol=1e-7)
             assert h.drop(floats, strict=False).equals(w.drop(floats, strict=False))
+
+
+def _ingest_rows(db: Path, rows: list[dict], tmp: Path) -> None:
+    from itaudit.ingest import ingest
+    from itaudit.store import Store
+
+    src = tmp / f"{db.stem}.json"
+    src.write_text(json.dumps(rows))
+    with Store(db) as s:
+        ingest(s, src, "alp", "alpaca", show_progress=False)
+
+
+def _cache(db: Path) -> pl.DataFrame:
+    from itaudit.store import Store
+
+    with Store(db) as s:
+        return s.query("SELECT model, text_hash, dim, vec FROM embedding_cache ORDER BY model, text_hash")
+
+
+def test_embeddings_and_cli_index_on_ray_equal_local(ray_executor, frame, tmp_path: Path) -> None:
+    """EmbedTexts (a model-holding step pickled as its model spec) on an actor pool stores the
+    vectors the in-process path stores; `itaudit index --executor ray` embeds through it."""
+    import torch
+
+    from itaudit.cli import main
+    from itaudit.embed import Embedder, embed_dataset
+    from itaudit.index import load_index
+    from itaudit.store import Store
+
+    rows = [{"instruction": i, "input": x, "output": r} for i, x, r in
+            zip(frame["instruction"][:30], frame["input"][:30], frame["response"][:30], strict=True)]
+    dbs = {k: tmp_path / f"{k}.duckdb" for k in ("local", "ray", "cli_local", "cli_ray")}
+    for db in dbs.values():
+        _ingest_rows(db, rows, tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a 1-CPU Ray worker: the same float summation order
+    try:
+        emb = Embedder()
+        with Store(dbs["local"]) as s:
+            want = embed_dataset(s, "alp", "instruction", emb, show_progress=False, chunk_size=8)
+        with Store(dbs["ray"]) as s:  # 4 chunks over 2 actors
+            got = embed_dataset(s, "alp", "instruction", emb, show_progress=False, chunk_size=8,
+                                executor=ray_executor)
+        for ex in ("local", "ray"):
+            main(["index", "alp", "--executor", ex, "--db", str(dbs[f"cli_{ex}"]),
+                  "--index-dir", str(tmp_path / f"idx_{ex}")])
+    finally:
+        torch.set_num_threads(threads)
+    assert got.shape == (30, emb.dim) and np.array_equal(got, want)
+    assert _cache(dbs["ray"]).equals(_cache(dbs["local"])) and _cache(dbs["local"]).height == 30
+    assert _cache(dbs["cli_ray"]).equals(_cache(dbs["cli_local"])) and _cache(dbs["cli_ray"]).height == 30
+    with Store(dbs["cli_ray"]) as s:
+        vi = load_index(tmp_path / "idx_ray", "alp", "instruction", "flat", store=s)
+        assert vi.ntotal == 30
+        _, ids = vi.search(want[:5], 1)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4] or len({r["instruction"] for r in rows[:5]}) < 5
+    with pytest.raises(SystemExit) as e:
+        main(["index", "alp", "--ray-address", "auto", "--db", str(dbs["cli_ray"])])
+    assert e.value.code == 2  # --ray-address needs --executor ray
+
+
+def test_cli_shift_executor_ray_stores_what_local_stores(ray_executor, tmp_path: Path) -> None:
+    """`itaudit shift --executor ray`: the chunks of prompts are scored on actors that load the
+    (tiny, config-built) models from their specs; the stored tokens equal a local run's."""
+    from itaudit.cli import main
+    from itaudit.store import Store
+    from tests.tinymodels import perturbed_copy, tiny_causal_lm
+
+    base = tiny_causal_lm(tmp_path / "base")
+    tuned = perturbed_copy(base, tmp_path / "tuned", scale=0.8, seed=3)
+    words = ["colours", "France", "the sea", "fruits", "Spanish", "a fox", "numbers", "a poem"]
+    f = tmp_path / "p.jsonl"  # 24 prompts: two chunks of 16 + 8
+    f.write_text("\n".join(json.dumps({"instruction": f"Tell me about {w} ({k})", "output": "x"})
+                           for k in range(3) for w in words))
+    out = {}
+    for ex in ("local", "ray"):
+        db = tmp_path / f"{ex}.duckdb"
+        main(["shift", "--base", str(base), "--tuned", str(tuned), "--prompts", str(f), "--max-new-tokens", "4",
+              "--db", str(db), "-q", "--run-id", "r", "--executor", ex])
+        with Store(db) as s:
+            out[ex] = (s.query("SELECT * EXCLUDE (kl, base_prob, tuned_prob) FROM shift_tokens ORDER BY ALL"),
+                       s.query("SELECT kl, base_prob, tuned_prob FROM shift_tokens ORDER BY prompt_id, position"),
+                       s.query("SELECT * FROM shift_responses ORDER BY prompt_id"))
+    (tok_l, num_l, resp_l), (tok_r, num_r, resp_r) = out["local"], out["ray"]
+    assert resp_l.height == 24 and tok_l.height >= 24
+    assert tok_r.equals(tok_l) and resp_r.equals(resp_l)  # tokens, ranks, categories, generations
+    for col in ("kl", "base_prob", "tuned_prob"):
+        np.testing.assert_allclose(num_r[col].to_numpy(), num_l[col].to_numpy(), rtol=1e-4, atol=1e-7)

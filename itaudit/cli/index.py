@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import ItauditError
 from ..store import Store
-from .common import DbOption, console, db_path, out
+from .common import DbOption, ExecutorOption, RayAddressOption, console, db_path, make_executor, out
 
 IndexDirOption = typer.Option(None, "--index-dir", help="index folder [default: $ITAUDIT_INDEX_DIR or indexes]")
 
@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="rebuild even if an up-to-date index exists"),
         index_dir: str = IndexDirOption,
         db: str = DbOption,
+        executor: str = ExecutorOption,
+        ray_address: str = RayAddressOption,
     ) -> None:
         """Embed a field of every row (cached; only new rows are embedded) and build a FAISS index."""
         from ..embed import Embedder, embed_dataset
@@ -77,6 +79,7 @@ def register(app: typer.Typer) -> None:
 
         idir = index_dir_of(index_dir)
         params = parse_params(param)
+        ex = make_executor(executor, ray_address)  # where the embedding chunks are encoded
         with Store(db_path(db)) as store:
             store.require_dataset(name)
             if not force and not params and not eval_recall:
@@ -92,7 +95,7 @@ def register(app: typer.Typer) -> None:
                         return
             embedder = Embedder(model, max_length=max_length)
             t0 = time.perf_counter()
-            vecs = embed_dataset(store, name, field.value, embedder, show_progress=True)
+            vecs = embed_dataset(store, name, field.value, embedder, show_progress=True, executor=ex)
             t_embed = time.perf_counter() - t0
             vi = build_index(store, name, field.value, kind.value, idir, embedder=embedder, vectors=vecs,
                              show_progress=True, **params)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import DbOption, console, db_path
+from .common import DbOption, ExecutorOption, RayAddressOption, console, db_path, make_executor
 
 
 def register(app: typer.Typer) -> None:
@@ -29,17 +29,20 @@ def register(app: typer.Typer) -> None:
         run_id: str = typer.Option(None, "--run-id", help="resume (or name) this run"),
         db: str = DbOption,
         quiet: bool = typer.Option(False, "--quiet", "-q"),
+        executor: str = ExecutorOption,
+        ray_address: str = RayAddressOption,
     ) -> None:
         """Rank/probability of each tuned-model token under the base model, KL, categories."""
         from ..shift.api import run_info, run_shift, shift_categories
         from ..store import Store
         from .data import print_frame
 
+        ex = make_executor(executor, ray_address)  # where chunks of prompts are scored
         with Store(db_path(db)) as store:
             res = run_shift(store, base, tuned=tuned, adapter=adapter, responses=responses, generations=generations,
                             prompts=prompts, dataset=dataset, limit=limit, max_new_tokens=max_new_tokens,
                             batch_size=batch_size, reference=reference, template_from=template_from, plain=plain,
-                            budget_mb=budget_mb, run_id=run_id, show_progress=not quiet)
+                            budget_mb=budget_mb, run_id=run_id, show_progress=not quiet, executor=ex)
             r = run_info(store, res.run_id)
             cats = shift_categories(store, res.run_id)
         console.print(

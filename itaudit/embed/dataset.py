@@ -59,8 +59,9 @@ def _cached(store: Store, key: str, hashes: list[str], dim: int) -> dict[str, np
 
 
 def encode_cached(store: Store, embedder: Embedder, texts: Sequence[str], *, show_progress: bool = True,
-                  desc: str = "embed", batch_size: int = 64, chunk_size: int = CHUNK) -> np.ndarray:
-    """Vectors for `texts` (aligned), encoding only texts whose hash is not cached for this model."""
+                  desc: str = "embed", batch_size: int = 64, chunk_size: int = CHUNK, executor=None) -> np.ndarray:
+    """Vectors for `texts` (aligned), encoding only texts whose hash is not cached for this model.
+    `executor` (itaudit.steps.executor): where the chunks are encoded (default: this process)."""
     key, dim = embedder.cache_key, embedder.dim
     hashes = [text_hash(t) for t in texts]
     first: dict[str, int] = {}
@@ -76,7 +77,7 @@ def encode_cached(store: Store, embedder: Embedder, texts: Sequence[str], *, sho
 
         with progress_bar(desc, total=len(todo), unit="texts", enabled=show_progress) as bar:
             have.update(embed_missing(store, embedder, [h for h, _ in todo], [texts[i] for _, i in todo],
-                                      chunk_size=chunk_size, batch_size=batch_size,
+                                      chunk_size=chunk_size, batch_size=batch_size, executor=executor,
                                       on_chunk=lambda k, _v: bar.advance(k)))
     out = np.empty((len(texts), dim), dtype=np.float32)
     for i, h in enumerate(hashes):
@@ -86,7 +87,7 @@ def encode_cached(store: Store, embedder: Embedder, texts: Sequence[str], *, sho
 
 def embed_dataset(store: Store, dataset: str, field: str = "instruction", embedder: Embedder | None = None,
                   show_progress: bool = True, *, idx: Sequence[int] | np.ndarray | None = None,
-                  batch_size: int = 64, chunk_size: int = CHUNK) -> np.ndarray:
+                  batch_size: int = 64, chunk_size: int = CHUNK, executor=None) -> np.ndarray:
     """(n, dim) float32 L2-normalized vectors of `field` for every instance, row i = instances.idx i.
 
     With `idx`, only those rows (in that order). Cached by model + text hash: only texts not seen
@@ -114,4 +115,4 @@ def embed_dataset(store: Store, dataset: str, field: str = "instruction", embedd
     embedder = embedder or Embedder()
     texts = field_texts(frame, field)
     return encode_cached(store, embedder, texts, show_progress=show_progress, desc=f"embed {dataset}:{field}",
-                         batch_size=batch_size, chunk_size=chunk_size)
+                         batch_size=batch_size, chunk_size=chunk_size, executor=executor)

@@ -37,12 +37,15 @@ def run_shift(
     run_id: str | None = None,
     first_turn_only: bool = False,
     show_progress: bool = True,
+    executor: Any = None,
 ) -> ShiftResult:
     """Token distribution shift of answers under the `base` model; stored, returns the run.
 
     Answers come from one of: `tuned` (a model), `adapter` (base + LoRA), `responses` (a file of
     prompt + response records), `generations` (a stored `itaudit generate` run); or, with none of
-    them, the responses held by `prompts` (a file or a list of dicts) or `dataset`.
+    them, the responses held by `prompts` (a file or a list of dicts) or `dataset`. `executor`
+    (itaudit.steps.executor, e.g. RayExecutor): where chunks of prompts are scored; its workers
+    load the models from their specs once each.
     """
     from ..models import PromptItem, prompt_items, read_prompts
 
@@ -84,9 +87,12 @@ def run_shift(
     base_lm, tuned_lm, context_lm = load_shift_models(
         base, tuned=tuned, adapter=str(adapter) if adapter is not None else None, template_from=template_from,
         plain=plain, show_progress=show_progress)
+    specs = {"base": base, "tuned": tuned, "adapter": str(adapter) if adapter is not None else None,
+             "template_from": template_from, "plain": plain}
     return analyze(store, base_lm, items, tuned=tuned_lm, adapter_mode=adapter is not None, responses=given,
                    context_lm=context_lm, contexts=contexts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                   reference_dataset=reference, budget_mb=budget_mb, run_id=run_id, show_progress=show_progress)
+                   reference_dataset=reference, budget_mb=budget_mb, run_id=run_id, show_progress=show_progress,
+                   executor=executor, specs=specs)
 
 
 def shift_categories(store: Store, run_id: str) -> pl.DataFrame:

@@ -261,6 +261,7 @@ def analyze(
     show_progress: bool = True,
     chunk_prompts: int = 16,
     executor: Any = None,
+    specs: dict[str, Any] | None = None,
 ) -> ShiftResult:
     """Run the shift analysis and store it; returns the run id and timings.
 
@@ -270,7 +271,9 @@ def analyze(
     `contexts` gives the context texts verbatim instead (e.g. the prompts stored with generations).
     The computation is `ShiftStep.compute_chunk` over chunks of `chunk_prompts` prompts, mapped by
     `executor` (in-process by default); each chunk is committed on its own as it arrives: rerun
-    with the same `run_id` to resume.
+    with the same `run_id` to resume. `specs` (ShiftParams model fields: base, tuned, adapter,
+    template_from, plain) name the loaded models, so an executor's workers load them from the
+    specs instead of receiving the weights.
     """
     if (tuned is None) == (responses is None):
         raise ItauditError("give either a tuned model or responses")
@@ -280,7 +283,7 @@ def analyze(
         raise ItauditError(f"{len(contexts)} contexts for {len(items)} prompts")
     run_id = run_id or f"shift-{uuid.uuid4().hex[:12]}"
     step = ShiftStep(ShiftParams(run_id=run_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                 budget_mb=budget_mb, adapter_mode=adapter_mode),
+                                 budget_mb=budget_mb, adapter_mode=adapter_mode, **(specs or {})),
                      base=base, tuned=tuned, context_lm=context_lm)
     retokenized = tuned is None or not step.shared_vocab
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "greedy": True,

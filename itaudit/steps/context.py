@@ -60,16 +60,16 @@ class RunContext:
                 self._frames[columns] = self.store.instances(self.dataset, columns)
         return self._frames[columns]
 
-    def ensure_vectors(self, field_name: str) -> None:
+    def ensure_vectors(self, field_name: str, executor: Any = None) -> None:
         """Embed `field_name` for every row; the runner calls this for `requires = ("embeddings:F",)`.
 
-        Missing vectors are computed in chunks, each committed by the runner's writer as it
-        finishes (resumable: the cache is keyed by text hash)."""
+        Missing vectors are computed in chunks (on `executor`, default this process), each
+        committed by the runner's writer as it finishes (resumable: the cache is keyed by text hash)."""
         if field_name not in self._vectors:
             from ..embed import embed_dataset
 
             self._vectors[field_name] = embed_dataset(self.store, self.dataset, field_name, self.embedder,
-                                                      show_progress=self.show_progress)
+                                                      show_progress=self.show_progress, executor=executor)
             self.store.release()
 
     def vectors(self, field_name: str, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:

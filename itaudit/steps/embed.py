@@ -31,12 +31,36 @@ class EmbedTexts(Step):
         super().__init__()
         self.embedder, self.batch_size = embedder, batch_size
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for an executor's workers as the model's spec (each worker loads it once), not its weights."""
+        state = dict(self.__dict__)
+        emb = state.pop("embedder")
+        state["_spec"] = (getattr(emb, "model_arg", None), getattr(emb, "max_length", None),
+                          getattr(emb, "backend", "torch"), emb.cache_key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.embedder = None
+
+    def _model(self) -> Any:
+        if self.embedder is None:
+            from ..embed import Embedder
+
+            model_arg, max_length, backend, key = self._spec
+            self.embedder = Embedder(model_arg, max_length=max_length, backend=backend)
+            if self.embedder.cache_key != key:  # another model file on this worker: vectors would differ
+                from ..errors import ItauditError
+
+                raise ItauditError(f"worker loaded embedding model {self.embedder.cache_key}, the driver has {key}")
+        return self.embedder
+
     def compute_chunk(self, rows: pl.DataFrame, rank: int = 0, world_size: int = 1) -> pl.DataFrame:
-        vecs = np.ascontiguousarray(self.embedder.encode(rows["text"].to_list(), batch_size=self.batch_size),
-                                    dtype="<f4")
+        emb = self._model()
+        vecs = np.ascontiguousarray(emb.encode(rows["text"].to_list(), batch_size=self.batch_size), dtype="<f4")
         n = rows.height
         return pl.DataFrame({
-            "model": [self.embedder.cache_key] * n,
+            "model": [emb.cache_key] * n,
             "text_hash": rows["text_hash"],
             "dim": [vecs.shape[1]] * n,
             "vec": [r.tobytes() for r in vecs],

@@ -146,7 +146,7 @@ class Runner:
         for need in step.needs():
             kind, _, arg = need.partition(":")
             if kind == "embeddings" and arg:
-                self.ctx.ensure_vectors(arg)
+                self.ctx.ensure_vectors(arg, executor=self.executor)
 
     def run_step(self, step: Step) -> list[CheckOutcome]:
         self.prepare(step)
