@@ -256,10 +256,30 @@ def test_interrupt_rolls_back(populated_db, tmp_path, monkeypatch):
 
     monkeypatch.setitem(formats.NORMALIZERS, "alpaca", flaky)
     monkeypatch.setattr(pipeline, "BATCH", 1)
+    monkeypatch.setattr(pipeline, "BULK", False)  # the per-record path (the bulk one: below)
     p = _write(tmp_path, "d.jsonl", jl(*GOOD, *GOOD))
     before = snapshot(populated_db)
     with Store(populated_db) as s, pytest.raises(KeyboardInterrupt):
         ingest(s, p, "target", show_progress=False)
+    assert snapshot(populated_db)[0] == before[0]
+
+
+def test_interrupt_after_bulk_insert_rolls_back(populated_db, tmp_path, monkeypatch):
+    from itaudit.ingest import bulk
+
+    real = bulk.ingest_flat
+    inserted = []
+
+    def interrupted(*a):
+        inserted.append(real(*a))  # the rows are in the table (uncommitted) ...
+        raise KeyboardInterrupt  # ... when Ctrl-C arrives
+
+    monkeypatch.setattr(bulk, "ingest_flat", interrupted)
+    p = _write(tmp_path, "d.jsonl", jl(*GOOD, *GOOD))
+    before = snapshot(populated_db)
+    with Store(populated_db) as s, pytest.raises(KeyboardInterrupt):
+        ingest(s, p, "target", show_progress=False)
+    assert inserted == [6]
     assert snapshot(populated_db)[0] == before[0]
 
 

@@ -18,8 +18,8 @@ from ..errors import InputError
 from ..hashing import file_sha256
 from ..progress import progress_bar
 from ..store import Store
-from . import formats
-from .readers import Record, read_records
+from . import bulk, formats
+from .readers import Record, file_kind, read_records
 
 BATCH = 20_000
 # json.dumps(..., ensure_ascii=False) builds a new encoder per call; reuse one (same output).
@@ -29,6 +29,8 @@ INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
 REJECTED_RAW_CHARS = 10_000  # raw text kept per rejected row
 BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
 NORMALIZER_VERSION = "4"  # 4: raw JSON once per record
+# Vectorised path for flat-format jsonl (itaudit/ingest/bulk.py); 0 forces the per-record path.
+BULK = os.environ.get("ITAUDIT_INGEST_BULK", "1") != "0"
 
 
 @dataclass
@@ -212,7 +214,14 @@ def ingest(
         for table in ("instances", "rejected_rows"):
             conn.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         conn.execute("DELETE FROM datasets WHERE name = ?", [name])
-        counted = _counting(_chain(*bad_lead, first, records), bar)
+        n_bulk = None
+        if BULK and not bad_lead and fmt in bulk.FORMATS and path.is_file() and file_kind(path) == "jsonl":
+            n_bulk = bulk.ingest_flat(conn, path, fmt, name)  # None: some record needs the path below
+        if n_bulk is not None:
+            bar.advance(n_bulk)
+            n_rows, records = n_bulk, iter(())
+            first = None
+        counted = _counting(_chain(*bad_lead, *([first] if first is not None else []), records), bar)
         last_rec, last_raw = None, None
         for rec, t in _turns(counted, fmt, path, reject):
             if not allow_empty and not t.response.strip():

@@ -1,0 +1,140 @@
+"""Bulk (vectorised) ingest of flat jsonl formats: polars splits lines, DuckDB parses and hashes.
+
+The fast path only takes a file when every record is plainly valid: every non-blank line is one
+JSON object, every field the normalizer reads is a string or null, the required fields hold a
+non-whitespace character, nothing needs escaping beyond what `json.dumps` shortens (\\n, \\t,
+...), no key is repeated. Otherwise it returns None and the per-record path runs, which names
+the exact `file, line N: field 'x': reason` or stores the rejection rows. When it does take the
+file it stores the very rows the per-record path stores: same instance_id, content_hash (sha1 of
+the same JSON text, built in SQL), raw text and columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+# Per format: the fields read (each must be a string or null) and the SQL of each stored column
+# over struct `j` of those fields as VARCHAR (missing or null -> NULL).
+_S = "j.{k}"  # the string value of field k (NULL for a missing or null field)
+
+_FLAT: dict[str, dict] = {
+    "alpaca": {
+        "fields": ("instruction", "output", "response", "input", "system", "category", "task",
+                   "source", "dataset", "generator"),
+        "instruction": _S.format(k="instruction"),
+        "response": f"coalesce({_S.format(k='output')}, {_S.format(k='response')})",
+        "input": f"nullif({_S.format(k='input')}, '')",
+        "system": _S.format(k="system"),
+        "category": f"coalesce({_S.format(k='category')}, {_S.format(k='task')})",
+        "source": f"coalesce({_S.format(k='source')}, {_S.format(k='dataset')}, {_S.format(k='generator')})",
+    },
+    "dolly": {
+        "fields": ("instruction", "response", "context", "category", "source"),
+        "instruction": _S.format(k="instruction"),
+        "response": _S.format(k="response"),
+        "input": f"nullif({_S.format(k='context')}, '')",
+        "system": "NULL::VARCHAR",
+        "category": _S.format(k="category"),
+        "source": _S.format(k="source"),
+    },
+}
+FORMATS = tuple(_FLAT)
+_STRING_TYPES = ("VARCHAR", "NULL")
+
+# Characters Python's str.strip() removes (str.isspace): a required field must hold another one.
+_NOT_SPACE = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+# Control characters json.dumps writes as \u00XX (the short escapes are replaced below).
+_LONG_ESCAPE = r"[\x00-\x07\x0b\x0e-\x1f]"
+
+
+def _json_str(x: str) -> str:
+    """SQL for json.dumps(x, ensure_ascii=False) of a VARCHAR expression (no long escapes)."""
+    e = f"replace(replace({x}, '\\', '\\\\'), '\"', '\\\"')"
+    for short, code in (("n", 10), ("r", 13), ("t", 9), ("b", 8), ("f", 12)):
+        e = f"replace({e}, chr({code}), '\\{short}')"
+    e = f"CASE WHEN regexp_matches({x}, '[\\\\\"\\x08-\\x0d]') THEN {e} ELSE {x} END"  # most need none
+    return f"CASE WHEN {x} IS NULL THEN 'null' ELSE '\"' || {e} || '\"' END"
+
+
+def read_lines(path: Path) -> pl.DataFrame | None:
+    """(source_row, line) of the non-blank lines of a jsonl file, or None when the file holds
+    anything the line-by-line reader would treat differently (BOM, CR inside a line, bad UTF-8)."""
+    with path.open("rb") as f:
+        if f.read(3) == b"\xef\xbb\xbf":
+            return None
+    try:
+        df = pl.read_csv(path, has_header=False, separator="\x01", quote_char=None, new_columns=["line"],
+                         schema={"line": pl.String}, comment_prefix=None, ignore_errors=False,
+                         raise_if_empty=False)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
+        return None
+    if df.width != 1:
+        return None
+    line = pl.col("line")
+    if df.select((line.str.contains("\r", literal=True) | line.str.contains("\x01", literal=True)).any()).item():
+        return None
+    df = df.filter(line.is_not_null() & (line.str.strip_chars(" \t\x0b\x0c") != ""))
+    return df.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+
+
+def ingest_flat(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str, name: str) -> int | None:
+    """Insert the rows of a flat-format jsonl file into `instances` (inside the caller's
+    transaction) and return the record count, or None (nothing written) when any record needs
+    the per-record path."""
+    spec = _FLAT.get(fmt)
+    if spec is None:
+        return None
+    lines = read_lines(path)
+    if lines is None or lines.height == 0:
+        return None
+    conn.register("_itaudit_lines", lines.to_arrow())
+    try:
+        return _insert(conn, spec, name, lines.height)
+    finally:
+        conn.unregister("_itaudit_lines")
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, spec: dict, name: str, n: int) -> int | None:
+    # 1. syntax: one JSON object per line that Python's json.loads reads the same way (DuckDB
+    #    also takes trailing commas: any ', }' / ', ]' sends the file to the per-record path, as
+    #    does any \u00XX escape, which may be a control character json.dumps writes long)
+    bad = conn.execute(
+        "SELECT count(*) FROM _itaudit_lines WHERE NOT json_valid(line) OR NOT starts_with(ltrim(line, ' \t'), '{')"
+        " OR regexp_matches(line, ',[ \\t]*[}\\]]|\\\\u00[01]')").fetchall()[0][0]
+    if bad:
+        return None
+    # 2. types, from each distinct structure: every field read is a string or null (a history,
+    #    even an empty one, goes to the per-record path)
+    fields = spec["fields"]
+    for (shape,) in conn.execute("SELECT DISTINCT json_structure(line) FROM _itaudit_lines").fetchall():
+        shape = json.loads(shape)
+        if (not isinstance(shape, dict) or shape.get("history", "NULL") != "NULL"
+                or any(shape.get(k, "NULL") not in _STRING_TYPES for k in fields)):
+            return None
+    struct = "{" + ", ".join(f'"{k}": "VARCHAR"' for k in fields) + "}"
+    cols = ("instruction", "response", "input", "system", "category", "source")
+    sel = ", ".join(f"{spec[c]} AS {c}" for c in cols)
+    # content_hash = sha1(json.dumps([system, history, instruction, input, response]))
+    key = " || ', ' || ".join([_json_str("system"), "'null'", _json_str("instruction"), _json_str("input"),
+                               _json_str("response")])
+    # 3. required fields non-blank, no repeated key (checked before anything is written)
+    rows = f"""SELECT source_row, line, {sel}, keys
+               FROM (SELECT source_row, line, from_json(line, '{struct}') AS j, json_keys(line) AS keys
+                     FROM _itaudit_lines)"""
+    ok = conn.execute(f"""
+        SELECT bool_and(len(keys) = len(list_distinct(keys)) AND instruction IS NOT NULL AND response IS NOT NULL
+                        AND regexp_matches(instruction, '{_NOT_SPACE}') AND regexp_matches(response, '{_NOT_SPACE}'))
+        FROM ({rows})""").fetchall()[0][0]
+    if not ok:
+        return None
+    conn.execute(f"""
+        INSERT INTO instances (dataset, idx, instance_id, source_row, turn, system, history, instruction,
+                               input, response, category, source, content_hash, raw)
+        SELECT ?, source_row, source_row || '-0-' || left(h, 10), source_row, 0, system, NULL, instruction,
+               input, response, category, source, h, line
+        FROM (SELECT *, sha1('[' || {key} || ']') AS h FROM ({rows}))""", [name])
+    return n
