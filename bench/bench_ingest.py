@@ -4,7 +4,9 @@
    (ShareGPT V3, `--skip-invalid`), against a plain `duckdb read_json` and `polars.read_ndjson`
    load of the same file in the same run.
 2. A generated 1M-row Alpaca-style jsonl (100k with quick=True): rows/s and peak RSS of the
-   whole ingest, measured in a child process (VmHWM from /proc/self/status).
+   whole ingest, measured in a child process (VmHWM from /proc/self/status), against
+   `polars.read_ndjson` and against the per-record path (ITAUDIT_INGEST_BULK=0).
+Both targets of issue 11 (ShareGPT vs duckdb read_json, 1M rows vs polars) print in one run.
 
 `python -m bench --only ingest [--quick]`.
 """
@@ -76,8 +78,8 @@ def generate_alpaca_jsonl(path: Path, n: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
-def _child(mode: str, path: Path, db: Path) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def _child(mode: str, path: Path, db: Path, **env_extra: str) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **env_extra)
     root = Path(__file__).resolve().parent.parent
     p = subprocess.run([sys.executable, "-c", _CHILD, mode, str(path), str(db)], capture_output=True,
                        text=True, env=env, cwd=root)
@@ -104,7 +106,8 @@ def run(data_dir: Path, quick: bool = False) -> list[dict]:
             duck = _child("duckdb", big, tmp / "b.duckdb")
             pol = _child("polars", big, tmp / "c.duckdb")
             mb = big.stat().st_size / 2**20
-            note = f"{big.name} ({mb:.0f} MiB, {ours['n_source']:,} records -> {ours['rows']:,} instances)"
+            note = (f"{big.name} ({mb:.0f} MiB, {ours['n_source']:,} records -> {ours['rows']:,} instances); "
+                    f"load average {os.getloadavg()[0]:.1f}")
             # Records/s: the baselines load one row per record and do no normalization.
             ours_rps = ours["n_source"] / ours["seconds"]
             rows.append(_row("records/s vs duckdb read_json", ours_rps, duck["rows"] / duck["seconds"], "records/s", note))
@@ -118,8 +121,11 @@ def run(data_dir: Path, quick: bool = False) -> list[dict]:
         size = generate_alpaca_jsonl(gen, n)
         ours = _child("itaudit", gen, tmp / "gen.duckdb")
         pol = _child("polars", gen, tmp / "gen_pl.duckdb")
-        note = f"generated {n:,}-row alpaca jsonl ({size / 2**20:.0f} MiB)"
+        per_record = _child("itaudit", gen, tmp / "gen_pr.duckdb", ITAUDIT_INGEST_BULK="0")
+        note = f"generated {n:,}-row alpaca jsonl ({size / 2**20:.0f} MiB); load average {os.getloadavg()[0]:.1f}"
         rows.append(_row(f"rows/s, {n:,} rows vs polars.read_ndjson", ours["rows"] / ours["seconds"], pol["rows"] / pol["seconds"], "rows/s", note))
+        rows.append(_row(f"rows/s, {n:,} rows: bulk path vs per-record path", ours["rows"] / ours["seconds"],
+                         per_record["rows"] / per_record["seconds"], "rows/s", "ITAUDIT_INGEST_BULK=0 for the baseline"))
         rows.append(_row(f"peak RSS, {n:,} rows vs polars.read_ndjson", ours["peak_rss"] / 2**20, pol["peak_rss"] / 2**20, "MiB", note + "; whole process incl. imports"))
         db_size = (tmp / "gen.duckdb").stat().st_size / 2**20
         rows.append(_row(f"database size, {n:,} rows vs source file", db_size, size / 2**20, "MiB", "DuckDB file (raw JSON kept per row)"))
