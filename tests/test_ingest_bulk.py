@@ -124,3 +124,15 @@ def test_bulk_equals_per_record_on_alpaca_5000(tmp_path, shared_data: Path, monk
     (slow, slow_rej), (fast, fast_rej), n = _ingest_both(tmp_path, _write(tmp_path / "all.jsonl", src),
                                                          monkeypatch, skip_invalid=True)
     assert n is None and fast.equals(slow) and fast_rej.equals(slow_rej) and slow_rej.height == 2
+
+
+def test_pieces_and_a_bad_record_in_a_later_piece(tmp_path, monkeypatch):
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 150)  # a few lines per piece
+    recs = [dict(r, instruction=f"{r['instruction']} {i}") for i in range(4) for r in TRICKY]
+    slow, fast, n = _ingest_both(tmp_path, _write(tmp_path / "t.jsonl", recs), monkeypatch)
+    assert n == len(recs) and fast.equals(slow) and slow["source_row"].to_list() == list(range(len(recs)))
+    # pieces already inserted are deleted again when a later one needs the per-record path
+    recs.append({"instruction": "a", "output": 5})
+    (slow, slow_rej), (fast, fast_rej), n = _ingest_both(tmp_path, _write(tmp_path / "u.jsonl", recs), monkeypatch,
+                                                         skip_invalid=True)
+    assert n is None and fast.equals(slow) and fast_rej.equals(slow_rej) and slow.height == len(recs) - 1

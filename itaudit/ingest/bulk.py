@@ -11,6 +11,7 @@ the same JSON text, built in SQL), raw text and columns.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -60,17 +61,24 @@ def _json_str(x: str) -> str:
     return f"CASE WHEN {x} IS NULL THEN 'null' ELSE '\"' || {e} || '\"' END"
 
 
-def read_lines(path: Path) -> pl.DataFrame | None:
-    """(source_row, line) of the non-blank lines of a jsonl file, or None when the file holds
-    anything the line-by-line reader would treat differently (BOM, CR inside a line, bad UTF-8)."""
+CHUNK_BYTES = 64 << 20  # lines are read, checked and inserted this many bytes at a time
+
+
+def _chunks(path: Path):
+    """The file in pieces of about CHUNK_BYTES that end at a line end."""
     with path.open("rb") as f:
-        if f.read(3) == b"\xef\xbb\xbf":
-            return None
+        while buf := f.read(CHUNK_BYTES):
+            yield buf + f.readline()
+
+
+def read_lines(data: bytes, first_row: int) -> pl.DataFrame | None:
+    """(source_row, line) of the non-blank lines of a piece of a jsonl file, or None when it holds
+    anything the line-by-line reader would treat differently (CR inside a line, bad UTF-8)."""
     try:
-        df = pl.read_csv(path, has_header=False, separator="\x01", quote_char=None, new_columns=["line"],
-                         schema={"line": pl.String}, comment_prefix=None, ignore_errors=False,
-                         raise_if_empty=False)
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
+        df = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x01", quote_char=None,
+                         new_columns=["line"], schema={"line": pl.String}, comment_prefix=None,
+                         ignore_errors=False, raise_if_empty=False)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError):
         return None
     if df.width != 1:
         return None
@@ -78,24 +86,38 @@ def read_lines(path: Path) -> pl.DataFrame | None:
     if df.select((line.str.contains("\r", literal=True) | line.str.contains("\x01", literal=True)).any()).item():
         return None
     df = df.filter(line.is_not_null() & (line.str.strip_chars(" \t\x0b\x0c") != ""))
-    return df.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+    return df.with_row_index("source_row", offset=first_row).with_columns(pl.col("source_row").cast(pl.Int64))
 
 
 def ingest_flat(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str, name: str) -> int | None:
     """Insert the rows of a flat-format jsonl file into `instances` (inside the caller's
-    transaction) and return the record count, or None (nothing written) when any record needs
-    the per-record path."""
+    transaction) and return the record count, or None when any record needs the per-record
+    path (the rows of earlier pieces are then deleted again, in the same transaction)."""
     spec = _FLAT.get(fmt)
     if spec is None:
         return None
-    lines = read_lines(path)
-    if lines is None or lines.height == 0:
-        return None
-    conn.register("_itaudit_lines", lines.to_arrow())
-    try:
-        return _insert(conn, spec, name, lines.height)
-    finally:
-        conn.unregister("_itaudit_lines")
+    with path.open("rb") as f:
+        if f.read(3) == b"\xef\xbb\xbf":  # a BOM: the line reader rejects the first line
+            return None
+    n = 0
+    for piece in _chunks(path):
+        lines = read_lines(piece, n)
+        del piece
+        if lines is not None and lines.height == 0:
+            continue
+        done = None
+        if lines is not None:
+            conn.register("_itaudit_lines", lines.to_arrow())
+            try:
+                done = _insert(conn, spec, name, lines.height)
+            finally:
+                conn.unregister("_itaudit_lines")
+        if done is None:
+            if n:
+                conn.execute("DELETE FROM instances WHERE dataset = ?", [name])
+            return None
+        n += done
+    return n or None
 
 
 def _insert(conn: duckdb.DuckDBPyConnection, spec: dict, name: str, n: int) -> int | None:
