@@ -197,3 +197,26 @@ def test_columnar_exports_keep_fields_the_first_record_lacks(store, tmp_path, fm
         same = store.query("SELECT count(*) AS n FROM instances a JOIN instances b USING (content_hash) "
                            "WHERE a.dataset = 'h' AND b.dataset = ?", [f"h_{normalized}_{fmt}"])["n"][0]
         assert same == 2, (normalized, fmt)
+
+
+def test_default_policy_keeps_one_copy_of_a_duplicate_the_risk_score_also_counts(store, tmp_path):
+    """Dedupe keeps one copy; the risk rule must not drop it for the duplication dedupe resolved."""
+    from itaudit.audit.risk import combine
+
+    rows = [{"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."} for i in range(4)]
+    ingest(store, _write(tmp_path, "d.jsonl", rows), "d", show_progress=False)
+    idx = np.arange(4)
+    cl = np.array([0, 0, -1, -1])                        # rows 0 and 1 are near-duplicates
+    save_result(store, CheckResult("near_duplicates", "d", idx, cl >= 0, (cl >= 0) * 0.97, cluster_id=cl))
+    save_result(store, CheckResult("contamination", "d", idx, idx == 3, (idx == 3).astype(float)))
+    res = combine(store.query, "d", weights={"near_duplicates": 0.9, "contamination": 0.9})
+    save_result(store, res)
+    assert res.score[0] > 0.7 and res.score[1] > 0.7    # both copies carry duplication risk
+    r = filter_dataset(store, "d", load_policy("default"), tmp_path / "d_out.jsonl")
+    reasons = {d["idx"]: d["reason"] for d in r.manifest["dropped"]}
+    # one copy deduped, the other kept; contamination still drops row 3 (and its risk stays high)
+    assert reasons == {1: "near duplicate", 3: "contaminated"}
+    # without a dedupe rule before it, the risk rule counts the duplication as before
+    plain = filter_dataset(store, "d", parse_policy({"rules": [{"name": "r", "max_score": {"risk": 0.7}}]}),
+                           tmp_path / "p.jsonl")
+    assert {d["idx"] for d in plain.manifest["dropped"]} == {0, 1, 3}

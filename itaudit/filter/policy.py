@@ -27,7 +27,9 @@ Rule kinds (exactly one per rule):
 The audit view has every column of `instances` (except raw) plus, for each check with results
 on the dataset, `<check>_flag` (FALSE when the check did not score the row), `<check>_score`
 and `<check>_cluster` (NULL when not scored). Rules apply in order; a dropped row's reason is
-the first rule that dropped it.
+the first rule that dropped it. A `max_score` rule on `risk` that follows `dedupe` rules
+compares risk without the contributions of the deduped checks, so the copy a dedupe kept is not
+dropped for the duplication it resolved.
 """
 
 from __future__ import annotations

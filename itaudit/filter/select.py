@@ -110,10 +110,22 @@ def apply_policy(store: Store, dataset: str, policy: Policy, *, allow_files: boo
     box = None
     if not allow_files and any(r.kind in ("drop_where", "keep_where") for r in policy.rules):
         box = sandbox({"audit": store.query(view, vparams)})
+    deduped: list[str] = []   # clustering checks whose clusters a dedupe rule already resolved
     for rule in policy.rules:
         if rule.optional and any(c not in checks for c in rule.checks()):
             continue
+        if rule.kind == "max_score" and "risk" in rule.arg and deduped:
+            # The copy a dedupe rule kept must not be dropped again for the duplication that rule
+            # resolved: risk is compared without the contributions of the deduped checks.
+            _require_check(checks, "risk", rule, dataset)
+            for idx in _risk_without(store, dataset, deduped, float(rule.arg["risk"])):
+                dropped.setdefault(idx, rule.name)
+            rest = {ch: t for ch, t in rule.arg.items() if ch != "risk"}
+            if not rest:
+                continue
+            rule = Rule(rule.name, rule.kind, rest, rule.optional)
         if rule.kind == "dedupe":
+            deduped.append(rule.arg)
             c = _require_check(checks, rule.arg, rule, dataset)
             order = "risk_score ASC NULLS LAST, " if "risk" in checks else ""
             df = store.query(f"WITH audit AS ({view}) SELECT idx, {c}_cluster AS cl FROM audit "
@@ -141,6 +153,30 @@ def apply_policy(store: Store, dataset: str, policy: Policy, *, allow_files: boo
     if box is not None:
         box.close()
     return dropped
+
+
+def _risk_without(store: Store, dataset: str, excluded: list[str], threshold: float) -> list[int]:
+    """Rows whose risk, recombined without the contributions of `excluded` checks, is above `threshold`.
+
+    Risk is a noisy-OR, 1 - prod_c (1 - contribution_c), with each row's contributions stored in
+    its details; a row stored without contributions keeps its score.
+    """
+    df = store.query("SELECT idx, score, details FROM check_results WHERE dataset = ? AND check_name = 'risk' "
+                     "ORDER BY idx", [dataset])
+    out = []
+    for idx, score, details in df.iter_rows():
+        parts = (json.loads(details) or {}).get("contributions") if details else None
+        if parts is None:
+            risk = float(score)
+        else:
+            keep = 1.0
+            for check, c in parts.items():
+                if check not in excluded:
+                    keep *= 1.0 - float(c)
+            risk = 1.0 - keep
+        if risk > threshold:
+            out.append(int(idx))
+    return out
 
 
 def filter_dataset(
