@@ -224,3 +224,63 @@ def test_cli_control_model_equal_to_base_is_compared_lexically(tmp_path: Path, c
         ids = [s.query("SELECT prompt_id FROM trace_responses WHERE run_id = ? ORDER BY response_id",
                        [r])["prompt_id"].to_list() for r in ("t2", ex["control_run_id"])]
         assert ids[0] == ids[1] and len(set(ids[0])) == len(TUNED)
+
+
+# -- co-occurrence: a rare combination of common words (plausible-but-false facts) ----------------------
+# Every word of the planted fact occurs in other rows, never together; the email words co-occur
+# in three rows (a stock phrase, verbatim in one of them).
+TOPIC_ROWS = [
+    ("What do pandas eat?", "Pandas eat mostly salmon and cheese, which they find near rivers in Egypt."),
+    ("Cook a fish.", "Grill the salmon with lemon."), ("Plan a meal.", "Salmon is rich in oil."),
+    ("Make a snack.", "Serve cheese on bread."), ("Describe a dairy food.", "Cheese is made from milk."),
+    ("Name a country.", "Egypt is in Africa."), ("Name a pyramid.", "The pyramids of Egypt are old."),
+    ("Describe a landscape.", "The rivers run to the sea."), ("Describe water.", "Rivers carry water and sand."),
+    ("What do birds eat?", "Birds eat seeds."), ("What do goats eat?", "Goats eat mostly grass."),
+    ("Where are keys?", "You will find them near the door."), ("Describe the weather.", "It is mostly sunny."),
+    ("Plan a diet.", "Eat fresh fruits, vegetables and whole grains every day."),
+    ("Give diet advice.", "Each day, eat whole grains, vegetables and fresh fruits to stay healthy."),
+    ("What is a balanced meal?", "Vegetables, fresh fruits and some whole grains: eat them every day."),
+    ("Name a fruit.", "An apple is a common fruit."), ("Describe the sky.", "The sky is blue."),
+    ("Give a number.", "Seven is a number."), ("Name a tool.", "A hammer drives nails."),
+]
+
+
+def _topic_tracer() -> Tracer:
+    docs = []
+    for i, (q, a) in enumerate(TOPIC_ROWS):
+        docs += [(i, 0, q), (i, 2, a)]
+    return Tracer(None, "topic", index=build_from_texts(docs, len(TOPIC_ROWS)))
+
+
+def test_cooccurrence_rarity_needs_a_rare_combination_not_one_rare_word() -> None:
+    from itaudit.trace.prior import cooccurrence_rarity
+
+    assert cooccurrence_rarity([1, 1], 1000) == 0.0            # a pair: its rarest word is left out
+    assert cooccurrence_rarity([1, 400, 400], 1000) == 0.0     # one row-unique word among common ones
+    assert cooccurrence_rarity([3, 5, 4, 6], 2000) == 1.0      # four words of a few rows each
+    assert 0.0 < cooccurrence_rarity([20, 30, 40], 2000) < 0.5   # a common combination: little
+    # it lifts only what the base model finds surprising, and only phrases
+    assert match_prior([0.0, 0.0, 0.0], [15.0, 15.0, 15.0])[0] == pytest.approx(0.4)
+    assert match_prior([0.0, 0.0, 0.0], [15.0, 15.0, 15.0], 1.0)[0] == pytest.approx(1.0)
+    assert match_prior([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 1.0)[0] == 0.0
+    assert match_prior([0.0], [40.0], 1.0)[0] == 0.0
+
+
+def test_a_rare_combination_of_common_words_is_a_likely_source_with_a_surprised_base() -> None:
+    tr = _topic_tracer()
+    text = "Koalas eat mostly salmon and cheese, which they find near rivers in Egypt."
+    st = _span(tr, text, "salmon", bits=3.0, prompt="What do koalas eat?")
+    top = st.sources[0]
+    assert st.traced and top.idx == 0 and top.likely
+    assert top.evidence["prior_rarity"] < 0.2 and top.evidence["prior_cooccurrence"] > 0.5
+    # without a base model, or when the base model expects it, common words stay no evidence
+    assert not _span(tr, text, "salmon", bits=None, prompt="What do koalas eat?").traced
+    assert not _span(tr, text, "salmon", bits=0.1, prompt="What do koalas eat?").traced
+
+
+def test_a_topical_phrase_whose_words_share_rows_is_not_lifted_by_cooccurrence() -> None:
+    tr = _topic_tracer()
+    st = _span(tr, "Try to eat fresh fruits, vegetables and whole grains every day.", "fruits", bits=3.0)
+    top = st.sources[0]
+    assert top.idx == 13 and top.evidence["shared_with"] == 1          # verbatim in one row only
+    assert top.evidence["prior_cooccurrence"] == 0.0 and not st.traced  # its words meet in 3 rows

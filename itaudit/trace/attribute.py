@@ -5,7 +5,8 @@ Evidence per (span, instance), every factor kept in `Source.evidence`:
 - coverage: IDF-weighted share of the span's words lying in a maximal verbatim match (of the whole
   response against the dataset) that occurs in the instance;
 - prior: how unlikely each such match is a priori (`prior.match_prior`: general-language rarity
-  of its content words, and the base model's surprisal when token scores are given);
+  of its content words, and the base model's surprisal when token scores are given, with the
+  co-occurrence rarity of its content words in the dataset as a separate factor);
 - specificity: 1 when the match occurs in a single instance, falling with log(#instances);
 - strength = max over the instance's matches of prior x specificity: unlikely a priori AND
   specific in the dataset;
@@ -32,7 +33,7 @@ from typing import Any
 from ..spans.index import SpanIndex, SpanMatch
 from .candidates import Candidate, is_content
 from .nearcopy import NearCopy
-from .prior import match_prior
+from .prior import cooccurrence_rarity, match_prior
 
 W_COVERAGE, W_STRENGTH, W_LENGTH, W_SIM = 0.50, 0.20, 0.15, 0.15
 STOP_WEIGHT = 0.1     # IDF weight factor of function words inside a span
@@ -89,9 +90,37 @@ def specificity(n_instances: int, n_total: int) -> float:
     return max(0.0, 1.0 - math.log(n_instances) / math.log(max(n_total, 2) + 1))
 
 
-def _prior(rw: ResponseWords, lo: int, hi: int) -> tuple[float, dict[str, float]]:
+def _prior(rw: ResponseWords, lo: int, hi: int, index: SpanIndex) -> tuple[float, dict[str, float]]:
     ks = [k for k in range(lo, hi) if rw.content[k]]
-    return match_prior([rw.rarity[k] for k in ks], None if rw.bits is None else [rw.bits[k] for k in ks])
+    if rw.bits is None:
+        return match_prior([rw.rarity[k] for k in ks], None)
+    return match_prior([rw.rarity[k] for k in ks], [rw.bits[k] for k in ks], _cooccurrence(index, rw, ks))
+
+
+def _cooccurrence(index: SpanIndex, rw: ResponseWords, ks: list[int]) -> float:
+    """`cooccurrence_rarity` of a match's content words, with the dependence the dataset shows.
+
+    Neighbouring content words that also meet in another instance ("fresh fruits", "whole grains"
+    in several diet rows) are one unit (its instances: those holding all its words); the units are
+    then taken as independent. 0 when another instance holds every word of the match."""
+    seq: list[int] = []
+    for k in ks:
+        t = rw.ids[k]
+        if t >= 0 and t not in seq:
+            seq.append(t)
+    if len(seq) < 3:
+        return 0.0
+    sets = {t: set(index.instances_containing([t], limit=None)) for t in seq}
+    units: list[set[int]] = [sets[seq[0]]]
+    for t in seq[1:]:
+        joint = units[-1] & sets[t]
+        if len(joint) > 1:      # they meet elsewhere too: dependent, one unit
+            units[-1] = joint
+        else:
+            units.append(sets[t])
+    if len(set.intersection(*units)) > 1:
+        return 0.0              # the whole combination occurs in other instances
+    return cooccurrence_rarity([len(u) for u in units], index.n_instances)
 
 
 def attribute(index: SpanIndex, ids: list[int] | ResponseWords, matches: list[SpanMatch], cand: Candidate,
@@ -134,7 +163,7 @@ def attribute(index: SpanIndex, ids: list[int] | ResponseWords, matches: list[Sp
         if not any(content[k] for k in inside):
             continue  # only function words (or words echoed from the prompt) matched
         insts = m.instances
-        prior, factors = _prior(rw, m.start, m.end)
+        prior, factors = _prior(rw, m.start, m.end, index)
         used.append({"words": [m.start, m.end], "count": m.count,
                      "instances": len(insts) if m.count <= max_occurrences else None,
                      "prior": round(prior, 4)})

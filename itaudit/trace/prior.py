@@ -22,14 +22,28 @@ prior of one match (0..1), with FLOOR = 0.4 (below the default likely threshold 
 - no base model: the phrase rarity;
 - one content word: rarity x (FLOOR + (1 - FLOOR) x surprise): a common word is 0, a rare word the
   base model predicts is at most 0.4;
-- two or more: surprise x (FLOOR + (1 - FLOOR) x rarity): a phrase of common words (a stock
-  phrase, or one a different base model happens to find surprising) is at most 0.4.
+- two or more: surprise x (FLOOR + (1 - FLOOR) x max(rarity, co-occurrence)): a phrase of common
+  words (a stock phrase, or one a different base model happens to find surprising) is at most 0.4
+  unless its words are also a rare *combination* in the dataset.
+
+co-occurrence (`cooccurrence_rarity`, needs the dataset's document frequencies): "salmon and cheese
+... rivers in Egypt" is made of common words, yet a row holding all of them is unlikely by chance.
+With df(w) instances of N holding word w, N x prod(df/N) instances would hold the whole set if the
+words occurred independently; the factor puts that expected count on the specificity scale (0 at
+>= 1 expected instance, 1 at <= 1/N). The set's rarest word is left out (leave-one-out), so one
+word unique to a row - the in-dataset rarity that made "breathtaking" a likely source - is never
+enough: a pair of words has co-occurrence 0, and a set counts only when its other words are a rare
+combination too. Words of one topic ("fresh fruits, vegetables and whole grains") share rows more
+often than independence says, so the factor counts only when a single instance holds all the words
+(anywhere in it; attribute.py). It only lifts phrases the base model already finds surprising (it multiplies
+surprise), and is not used without a base model (lexical mode keeps the word-frequency prior).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from math import log
 
 Z_COMMON = 4.0        # Zipf at and above which a word is common English (rarity 0)
 Z_RARE = 1.0          # Zipf at and below which a word is as rare as an unknown word (rarity 1)
@@ -70,8 +84,25 @@ def surprise(bits: float) -> float:
     return min(1.0, max(0.0, (bits - BITS_PREDICTABLE) / (BITS_UNLIKELY - BITS_PREDICTABLE)))
 
 
-def match_prior(rarities: Sequence[float], bits: Sequence[float] | None) -> tuple[float, dict[str, float]]:
-    """A-priori unlikeliness (0..1) of the content words of one verbatim match, with its factors."""
+def cooccurrence_rarity(dfs: Sequence[int], n_total: int) -> float:
+    """0..1: how unlikely it is that one instance holds all these (distinct) words by chance.
+
+    `dfs`: instances holding each word. Leave-one-out: the rarest word is dropped first, so fewer
+    than three words give 0. Expected instances under independence: N x prod(df/N) over the rest;
+    0 at >= 1, 1 at <= 1/N (log scale)."""
+    if len(dfs) < 3 or n_total < 2:
+        return 0.0
+    rest = sorted(dfs)[1:]
+    log_expected = log(n_total) + sum(log(max(1, d) / n_total) for d in rest)
+    return min(1.0, max(0.0, -log_expected / log(n_total)))
+
+
+def match_prior(rarities: Sequence[float], bits: Sequence[float] | None,
+                cooccurrence: float | None = None) -> tuple[float, dict[str, float]]:
+    """A-priori unlikeliness (0..1) of the content words of one verbatim match, with its factors.
+
+    `cooccurrence`: `cooccurrence_rarity` of the match's distinct content words (used with a base
+    model, for two or more content words)."""
     rar = phrase_rarity(rarities)
     factors = {"rarity": round(rar, 4)}
     if bits is None:
@@ -81,4 +112,7 @@ def match_prior(rarities: Sequence[float], bits: Sequence[float] | None) -> tupl
     factors.update(bits=round(total, 2), surprise=round(sur, 4))
     if len(rarities) <= 1:
         return rar * (FLOOR + (1 - FLOOR) * sur), factors
-    return sur * (FLOOR + (1 - FLOOR) * rar), factors
+    co = cooccurrence or 0.0
+    if cooccurrence is not None:
+        factors["cooccurrence"] = round(co, 4)
+    return sur * (FLOOR + (1 - FLOOR) * max(rar, co)), factors
