@@ -4,7 +4,7 @@ experiments/attribution_setup.py has tuned the full model):
 
     python experiments/closed_loop.py --work /tmp/itaudit-attr [--drop 4]
 
-1. Audit the tuning rows (16 planted facts + 8 filler Alpaca rows, ingested alone as dataset
+1. Audit the tuning rows (16 planted facts + the filler Alpaca rows of layout.json, ingested alone as dataset
    `train`: the data a user would tune on) with the default checks + novelty, then risk.
 2. Label each tuning row "became a likely source" when the fully fine-tuned model's answers to the
    32 analogous prompts have a span traced (likely source, shift mode, base SmolLM2) to it.

@@ -109,7 +109,8 @@ def _cooccurrence(index: SpanIndex, rw: ResponseWords, ks: list[int]) -> float:
         if t >= 0 and t not in seq:
             seq.append(t)
     if len(seq) < 3 or cooccurrence_rarity([int(index.df[t]) for t in seq], index.n_instances) == 0.0:
-        return 0.0   # common even as independent words (merging dependent words only raises the count)
+        return 0.0   # common even as independent words (merging words that meet more often than
+        #              independence says only raises the expected count further)
     sets = {t: set(index.instances_containing([t], limit=None)) for t in seq}
     units: list[set[int]] = [sets[seq[0]]]
     for t in seq[1:]:
