@@ -92,21 +92,14 @@ def default_index_dir() -> Path:
     return index_dir()
 
 
-class SpanIndex:
-    """In-memory (or memory-mapped) suffix-array index over a dataset's word ids."""
+class WordQueries:
+    """Encoding and IDF over a vocabulary (`word_id`, `df`, `n_instances`): shared by one index and
+    a sharded one."""
 
-    def __init__(self, tokens: np.ndarray, sa: np.ndarray, doc_start: np.ndarray, doc_idx: np.ndarray,
-                 doc_field: np.ndarray, df: np.ndarray, vocab: list[str], meta: dict[str, Any]):
-        self.tokens, self.sa = tokens, sa
-        self.doc_start, self.doc_idx, self.doc_field = doc_start, doc_idx, doc_field
-        self.df, self.vocab, self.meta = df, vocab, meta
-        self.word_id = {w: i for i, w in enumerate(vocab)}
-        self.n_instances = int(meta["n_instances"])
-        self._t = memoryview(np.ascontiguousarray(tokens))  # Python-int indexing, fast in loops
-        self._s = memoryview(np.ascontiguousarray(sa))
-        self._n = len(sa)
+    word_id: dict[str, int]
+    df: np.ndarray
+    n_instances: int
 
-    # -- encoding -------------------------------------------------------------
     def encode(self, text_or_words: str | list[str]) -> list[int]:
         ws = [w.text for w in words_with_offsets(text_or_words)] if isinstance(text_or_words, str) else text_or_words
         get = self.word_id.get
@@ -127,6 +120,21 @@ class SpanIndex:
 
     def max_idf(self) -> float:
         return math.log(self.n_instances + 1) + 1.0
+
+
+class SpanIndex(WordQueries):
+    """In-memory (or memory-mapped) suffix-array index over a dataset's word ids."""
+
+    def __init__(self, tokens: np.ndarray, sa: np.ndarray, doc_start: np.ndarray, doc_idx: np.ndarray,
+                 doc_field: np.ndarray, df: np.ndarray, vocab: list[str], meta: dict[str, Any]):
+        self.tokens, self.sa = tokens, sa
+        self.doc_start, self.doc_idx, self.doc_field = doc_start, doc_idx, doc_field
+        self.df, self.vocab, self.meta = df, vocab, meta
+        self.word_id = {w: i for i, w in enumerate(vocab)}
+        self.n_instances = int(meta["n_instances"])
+        self._t = memoryview(np.ascontiguousarray(tokens))  # Python-int indexing, fast in loops
+        self._s = memoryview(np.ascontiguousarray(sa))
+        self._n = len(sa)
 
     # -- core binary searches ---------------------------------------------------
     def _cmp(self, q: list[int], start: int, p: int, skip: int) -> tuple[int, int]:

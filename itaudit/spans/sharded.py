@@ -26,7 +26,6 @@ dataset fingerprint used for stale detection.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,19 +41,19 @@ from .index import (
     SpanIndex,
     SpanMatch,
     StaleIndexError,
+    WordQueries,
     _atomic_text,
     build_from_texts,
     dataset_fingerprint,
     default_index_dir,
     spans_dir,
 )
-from .tokenize import words_with_offsets
 
 MANIFEST = "spans.shards.json"
 SHARDED_VERSION = 1
 
 
-class ShardedSpanIndex:
+class ShardedSpanIndex(WordQueries):
     """A list of per-shard `SpanIndex`es answering like one index over all their rows."""
 
     def __init__(self, shards: Sequence[SpanIndex], meta: dict[str, Any] | None = None):
@@ -98,31 +97,12 @@ class ShardedSpanIndex:
         self.df[0] = 0
 
     # -- the SpanIndex query surface ----------------------------------------------------------
-    def encode(self, text_or_words: str | list[str]) -> list[int]:
-        ws = [w.text for w in words_with_offsets(text_or_words)] if isinstance(text_or_words, str) else text_or_words
-        get = self.word_id.get
-        return [get(w, UNKNOWN) for w in ws]
-
-    def _ids(self, x: str | list[str] | list[int]) -> list[int]:
-        if isinstance(x, str):
-            return self.encode(x)
-        x = list(x)
-        return self.encode(x) if x and isinstance(x[0], str) else [int(v) for v in x]
-
     def _local(self, ids: list[int]) -> list[list[int]]:
         """The query in each shard's word ids (a word absent from a shard becomes UNKNOWN there)."""
         a = np.asarray(ids, dtype=np.int64)
         ok = a >= 0
         safe = np.where(ok, a, 0)
         return [np.where(ok, g2l[safe], UNKNOWN).tolist() for g2l in self._g2l]
-
-    def idf(self, ids: list[int] | np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        df = np.where(ids >= 0, self.df[np.clip(ids, 0, None)], 0).astype(np.float64)
-        return np.log((self.n_instances + 1) / (df + 1)) + 1.0
-
-    def max_idf(self) -> float:
-        return math.log(self.n_instances + 1) + 1.0
 
     def count(self, span: str | list[str] | list[int]) -> int:
         return sum(hi - lo for lo, hi in self._ranges(self._local(self._ids(span))))
