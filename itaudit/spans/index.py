@@ -93,8 +93,9 @@ def default_index_dir() -> Path:
 
 
 class WordQueries:
-    """Encoding and IDF over a vocabulary (`word_id`, `df`, `n_instances`): shared by one index and
-    a sharded one."""
+    """Encoding, IDF and maximal matches over a vocabulary (`word_id`, `df`, `n_instances`), shared
+    by one index and a sharded one; each supplies `matching_lengths` and the `_query` / `_lookup` /
+    `_occurrences` hooks."""
 
     word_id: dict[str, int]
     df: np.ndarray
@@ -120,6 +121,30 @@ class WordQueries:
 
     def max_idf(self) -> float:
         return math.log(self.n_instances + 1) + 1.0
+
+    def maximal_matches(self, text_or_ids: str | list[str] | list[int], min_len: int = 1, max_len: int = 256,
+                        max_occurrences: int | None = 1_000, skip_common: bool = False) -> list[SpanMatch]:
+        """Maximal spans of the query that occur verbatim in the data (OLMoTrace semantics).
+
+        A span [i, i+L) is kept when L >= min_len and no span starting earlier contains it. Each
+        match carries its occurrence count and up to `max_occurrences` occurrences (none at all for
+        a match occurring more often when `skip_common`)."""
+        ids = self._ids(text_or_ids)
+        query = self._query(ids)
+        lens = self.matching_lengths(ids, max_len)
+        out: list[SpanMatch] = []
+        max_end = 0
+        for i, length in enumerate(lens):
+            end = i + length
+            if length >= min_len and end > max_end:
+                found, count = self._lookup(query, i, end)
+                if max_occurrences == 0 or (skip_common and max_occurrences is not None and count > max_occurrences):
+                    occ = []
+                else:
+                    occ = self._occurrences(found, max_occurrences)
+                out.append(SpanMatch(i, end, count, occ))
+            max_end = max(max_end, end)
+        return out
 
 
 class SpanIndex(WordQueries):
@@ -215,28 +240,15 @@ class SpanIndex(WordQueries):
             out.append(self._longest_prefix(q, 0))
         return out
 
-    def maximal_matches(self, text_or_ids: str | list[str] | list[int], min_len: int = 1, max_len: int = 256,
-                        max_occurrences: int | None = 1_000, skip_common: bool = False) -> list[SpanMatch]:
-        """Maximal spans of the query that occur verbatim in the data (OLMoTrace semantics).
+    def _query(self, ids: list[int]) -> list[int]:
+        return ids
 
-        A span [i, i+L) is kept when L >= min_len and no span starting earlier contains it. Each
-        match carries its occurrence count and up to `max_occurrences` occurrences (none at all for
-        a match occurring more often when `skip_common`)."""
-        ids = self._ids(text_or_ids)
-        lens = self.matching_lengths(ids, max_len)
-        out: list[SpanMatch] = []
-        max_end = 0
-        for i, length in enumerate(lens):
-            end = i + length
-            if length >= min_len and end > max_end:
-                lo, hi = self.sa_range(ids[i:end])
-                if max_occurrences == 0 or (skip_common and max_occurrences is not None and hi - lo > max_occurrences):
-                    occ = []
-                else:
-                    occ = self.occurrences(self.positions(lo, hi, max_occurrences))
-                out.append(SpanMatch(i, end, hi - lo, occ))
-            max_end = max(max_end, end)
-        return out
+    def _lookup(self, query: list[int], i: int, end: int) -> tuple[tuple[int, int], int]:
+        lo, hi = self.sa_range(query[i:end])
+        return (lo, hi), hi - lo
+
+    def _occurrences(self, found: tuple[int, int], limit: int | None) -> list[Occurrence]:
+        return self.occurrences(self.positions(found[0], found[1], limit))
 
     # -- persistence ----------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:

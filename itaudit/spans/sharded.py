@@ -39,7 +39,6 @@ from .index import (
     UNKNOWN,
     Occurrence,
     SpanIndex,
-    SpanMatch,
     StaleIndexError,
     WordQueries,
     _atomic_text,
@@ -142,26 +141,15 @@ class ShardedSpanIndex(WordQueries):
                     best[i] = n
         return best
 
-    def maximal_matches(self, text_or_ids: str | list[str] | list[int], min_len: int = 1, max_len: int = 256,
-                        max_occurrences: int | None = 1_000, skip_common: bool = False) -> list[SpanMatch]:
-        """Maximal spans of the query occurring verbatim in any shard (same rule as `SpanIndex`)."""
-        ids = self._ids(text_or_ids)
-        local = self._local(ids)
-        lens = self.matching_lengths(ids, max_len)
-        out: list[SpanMatch] = []
-        max_end = 0
-        for i, length in enumerate(lens):
-            end = i + length
-            if length >= min_len and end > max_end:
-                ranges = self._ranges([q[i:end] for q in local])
-                count = sum(hi - lo for lo, hi in ranges)
-                if max_occurrences == 0 or (skip_common and max_occurrences is not None and count > max_occurrences):
-                    occ = []
-                else:
-                    occ = self._gather(ranges, max_occurrences)
-                out.append(SpanMatch(i, end, count, occ))
-            max_end = max(max_end, end)
-        return out
+    def _query(self, ids: list[int]) -> list[list[int]]:
+        return self._local(ids)
+
+    def _lookup(self, query: list[list[int]], i: int, end: int) -> tuple[list[tuple[int, int]], int]:
+        ranges = self._ranges([q[i:end] for q in query])
+        return ranges, sum(hi - lo for lo, hi in ranges)
+
+    def _occurrences(self, found: list[tuple[int, int]], limit: int | None) -> list[Occurrence]:
+        return self._gather(found, limit)
 
     def size_bytes(self) -> int:
         return sum(s.size_bytes() for s in self.shards)
