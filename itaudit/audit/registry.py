@@ -221,10 +221,6 @@ def _is_default(e: type[Step] | _Lazy) -> bool:
     return e.default
 
 
-def _combines(e: type[Step] | _Lazy) -> bool:
-    return e.combines
-
-
 def order(checks: Sequence[str] | None = None) -> list[type[Step]]:
     """Step classes to run for `checks` (None: every default check), in a valid run order."""
     _load_entry_points()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ItauditError
+from ..paths import atomic_path
 
 DISTILL_VERSION = "1"
 PCA_DIMS = 256
@@ -98,13 +99,10 @@ class StaticEmbedder:
                 table = None
         if table is None:
             table = _distill(embedder, dims)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
             try:
-                save_file({"table": table}, str(tmp), metadata={"source": embedder.cache_key})
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    save_file({"table": table}, str(tmp), metadata={"source": embedder.cache_key})
             except OSError as e:  # a read-only cache is not fatal: the table is in memory
-                tmp.unlink(missing_ok=True)
                 if not path.exists():
                     import warnings
 

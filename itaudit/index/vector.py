@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from ..errors import ItauditError
+from ..paths import atomic_path, atomic_write_text
 from ..store import Store
 
 KINDS = ("flat", "hnsw", "ivfpq")
@@ -247,35 +248,22 @@ def index_paths(index_dir: str | os.PathLike, dataset: str, field: str, kind: st
     return Path(f"{base}.faiss"), Path(f"{base}.json")
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_index(vi: VectorIndex, index_dir: str | os.PathLike) -> VectorIndex:
     """Write `<dir>/<dataset>/<field>.<kind>.faiss` then its `.json` (the commit marker), atomically."""
     fpath, jpath = index_paths(index_dir, vi.dataset, vi.field, vi.meta["requested_kind"])
     fpath.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(fpath, lambda p: faiss.write_index(vi.index, str(p)))
+    with atomic_path(fpath) as tmp:
+        faiss.write_index(vi.index, str(tmp))
     vi.meta["faiss_file"] = fpath.name
     vi.meta["faiss_bytes"] = fpath.stat().st_size
     if vi.exact is not None and int(vi.meta.get("params", {}).get("refine", 0) or 0) > 0:
         vpath = fpath.with_name(fpath.name[: -len(".faiss")] + ".vectors.npy")
-
-        def _save(p: Path) -> None:
-            with open(p, "wb") as f:
-                np.save(f, np.ascontiguousarray(vi.exact, dtype="<f4"), allow_pickle=False)
-
-        _atomic_write_bytes(vpath, _save)
+        with atomic_path(vpath) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(vi.exact, dtype="<f4"), allow_pickle=False)
         vi.meta["vectors_file"] = vpath.name
         vi.meta["vectors_bytes"] = vpath.stat().st_size
     text = json.dumps(vi.meta, indent=1, default=str)
-    _atomic_write_bytes(jpath, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write_text(jpath, text)
     vi.path = fpath
     return vi
 
