@@ -135,7 +135,10 @@ def test_conflicting_neighbors_check(store, tmp_path, embedder) -> None:
     assert res.summary["candidates_by_outcome"]["open-ended task"] >= 1
     step = ConflictingNeighbors()
     assert step.render_text(res) == ["3 conflict pairs (entity 1, negation 1, number 1, yes_no 1)"]
-    assert "Shakespeare" in step.render_html(res)
+    from itaudit.report.view import CheckView
+
+    run = store.query("SELECT * FROM latest_checks WHERE check_name = 'conflicting_neighbors'").row(0, named=True)
+    assert "Shakespeare" in step.render_html(CheckView.load(store, "toy", run))
     from itaudit import sqlfiles
 
     rep = store.query(sqlfiles.report_sql("conflicts"))

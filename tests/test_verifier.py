@@ -73,7 +73,7 @@ def test_json_format() -> None:
     assert check_format("Write a Python script that saves JSON.", "", "import json") is None
 
 
-def test_step_result_shape() -> None:
+def test_step_result_shape(store) -> None:
     rows = [("Calculate the average of [2, 4, 5, 7, 8].", "", "5.4"), ("What is 2 + 2?", "", "4"),
             ("Write a poem.", "", "Roses are red.")]
     step = Verifier()
@@ -81,7 +81,13 @@ def test_step_result_shape() -> None:
     assert r.flag.tolist() == [True, False, False] and r.score.tolist() == [1.0, 0.0, 0.0]
     assert r.details[0]["message"] == "the mean of 2, 4, 5, 7, 8 is 5.2, answer says 5.4"
     assert r.summary["by_kind"] == {"statistics": 1}
-    assert step.render_text(r) == ["1 wrong answers (statistics 1)"] and "answer says 5.4" in step.render_html(r)
+    from itaudit.audit import save_result
+    from itaudit.report.view import CheckView
+
+    save_result(store, r)   # the report renders the stored run
+    run = store.query("SELECT * FROM latest_checks WHERE check_name = 'verifier'").row(0, named=True)
+    assert step.render_text(r) == ["1 wrong answers (statistics 1)"]
+    assert "answer says 5.4" in step.render_html(CheckView.load(store, "d", run))
     assert verify("What is 7 times 6?", "", "7 times 6 is 48.")["expected"] == "42"
     with pytest.raises(ItauditError, match="unknown kind"):
         Verifier({"kinds": "statistics,astrology"}).verify_rows("d", np.arange(0), [], [], [])

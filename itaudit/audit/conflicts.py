@@ -256,13 +256,15 @@ class ConflictingNeighbors(Step):
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.get("reasons", {}).items()))
         return [f"{s.get('n_conflict_pairs', 0)} conflict pairs" + (f" ({kinds})" if kinds else "")]
 
-    def render_html(self, result: CheckResult) -> str:
+    def render_html(self, view: Any) -> str:
+        """From the report's `CheckView` of the stored run (`itaudit.report.view`)."""
         import html
 
-        if result.pairs is None or not result.pairs.height:
+        pairs = view.pairs(limit=50)
+        if not pairs.height:
             return "<p>No contradicting pairs.</p>"
         rows = []
-        for a, b, s, ev in result.pairs.sort("score", descending=True).head(50).iter_rows():
+        for a, b, s, ev in pairs.select("idx_a", "idx_b", "score", "evidence").iter_rows():
             claims = json.loads(ev)["claims"]
             text = "; ".join(f"{c['type']}: {c['a']} / {c['b']}" for c in claims[:3])
             rows.append(f"<tr><td>{a}</td><td>{b}</td><td>{s:.3f}</td><td>{html.escape(text)}</td></tr>")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 
 from ..steps.base import Params, Step
 from .base import CheckResult
@@ -555,9 +556,11 @@ class Verifier(Step):
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.get("by_kind", {}).items()))
         return [f"{result.summary.get('n_flagged', 0)} wrong answers" + (f" ({kinds})" if kinds else "")]
 
-    def render_html(self, result: CheckResult) -> str:
+    def render_html(self, view: Any) -> str:
+        """From the report's `CheckView` of the stored run (`itaudit.report.view`)."""
+        flagged = view.rows.filter(pl.col("details").is_not_null()).sort("idx").head(100)
         rows = [f"<tr><td>{int(i)}</td><td>{html.escape(d['kind'])}</td><td>{html.escape(d['message'])}</td></tr>"
-                for i, d in zip(result.idx, result.details or [], strict=False) if d][:100]
+                for i, d in ((i, json.loads(t)) for i, t in flagged.select("idx", "details").iter_rows())]
         if not rows:
             return "<p>No mechanically checkable wrong answers.</p>"
         return ("<table><thead><tr><th>row</th><th>kind</th><th>evidence</th></tr></thead><tbody>"

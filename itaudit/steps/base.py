@@ -198,9 +198,10 @@ class Step:
     def render_html(self, result: Any) -> str:
         """The step's own HTML section body (findings first; params in a collapsed block).
 
-        `result` is the stored CheckResult. This default is a plain escaped list of the
-        `render_text` lines, so every step shows something; the report module (helper "report")
-        may refine the default and steps override it for richer sections."""
+        The report passes `result` as an `itaudit.report.view.CheckView` of the stored run (summary,
+        rows, `pairs()`, `instances()`); `render_text` gets a CheckResult from the runner and the
+        view from the report, so it reads only `summary`. This default is a plain escaped list of
+        the `render_text` lines; steps override it for richer sections."""
         import html
 
         lines = self.render_text(result)
