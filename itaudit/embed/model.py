@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ItauditError
+from ..threads import torch_threads
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BACKENDS = ("torch",)  # dynamic int8 was evaluated and not kept: see docs/index_audit.md
@@ -93,8 +94,9 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         cut = self.max_chars
         texts = [t if len(t) <= cut else t[:cut] for t in texts]
-        vecs = self.model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
-                                 convert_to_numpy=True, normalize_embeddings=True)
+        with torch_threads():
+            vecs = self.model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
+                                     convert_to_numpy=True, normalize_embeddings=True)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ItauditError
 from ..paths import atomic_path
+from ..threads import with_torch_threads
 
 DISTILL_VERSION = "1"
 PCA_DIMS = 256
@@ -34,6 +35,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ITAUDIT_CACHE") or Path.home() / ".cache" / "itaudit") / "static"
 
 
+@with_torch_threads
 def _distill(embedder, dims: int) -> np.ndarray:
     """(vocab, dims) float32 token vectors from `embedder` (an `Embedder`)."""
     import torch

@@ -14,6 +14,7 @@ import torch
 from ..errors import ItauditError
 from ..progress import progress_bar
 from ..store import Store
+from ..threads import with_torch_threads
 from .batching import pad_batch
 from .loading import LoadedModel
 from .prompts import PromptItem
@@ -35,6 +36,7 @@ def pad_id(lm: LoadedModel) -> int:
     return int(tok.pad_token_id if tok.pad_token_id is not None else eos_ids(lm)[0])
 
 
+@with_torch_threads
 @torch.inference_mode()
 def generate_ids(
     lm: LoadedModel,

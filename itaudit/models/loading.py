@@ -188,13 +188,6 @@ def load_tokenizer(path: str | Path) -> Any:
     return tok
 
 
-def apply_thread_setting() -> None:
-    """`ITAUDIT_TORCH_THREADS=N` sets torch's intra-op threads (1 is much faster on a busy machine)."""
-    n = os.environ.get("ITAUDIT_TORCH_THREADS")
-    if n and n.isdigit() and int(n) > 0 and torch.get_num_threads() != int(n):
-        torch.set_num_threads(int(n))
-
-
 def load_model(
     spec: str,
     adapter: str | os.PathLike | None = None,
@@ -206,7 +199,6 @@ def load_model(
     """Load `spec` (alias, HF dir, .gguf) and optionally a PEFT LoRA adapter on top (merged if `merge`)."""
     from transformers import AutoModelForCausalLM
 
-    apply_thread_setting()
     path, model_id = resolve(spec, show_progress=show_progress)
     from transformers.utils import logging as hf_logging
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..threads import with_torch_threads
 from .batching import pad_batch
 
 DEFAULT_BUDGET_MB = 1024
@@ -137,6 +138,7 @@ def _gather_positions(h: torch.Tensor, seqs: list[tuple[list[int], list[int]]]) 
     return torch.cat(parts) if parts else h.new_zeros((0, h.shape[-1]))
 
 
+@with_torch_threads
 @torch.inference_mode()
 def score_batch(
     base: Scorer,

@@ -32,6 +32,7 @@ from ..errors import ItauditError
 from ..paths import atomic_path, atomic_write_text, temp_sibling
 from ..progress import progress_bar
 from ..store import Store
+from ..threads import with_torch_threads
 from .data import IGNORE, Example, build_examples, collate, rows_sha, select_instances
 
 DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
@@ -270,6 +271,7 @@ def validate(cfg: TuneConfig) -> None:
         raise ItauditError("--warmup is a fraction of the steps in [0, 1)")
 
 
+@with_torch_threads
 def train(cfg: TuneConfig, frame: pl.DataFrame, *, record: Callable[[dict[str, Any]], None] | None = None,
           show_progress: bool = True, log: Any = None) -> TuneResult:
     """Fine-tune on the rows of `frame` (system, history, instruction, input, response, idx).
