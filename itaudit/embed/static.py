@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,6 @@ from ..threads import with_torch_threads
 DISTILL_VERSION = "1"
 PCA_DIMS = 256
 SIF_COEF = 1e-3
-MAX_TOKENS = 512  # tokens per text used for the mean: past this, the text's topic is set
 
 
 def cache_dir() -> Path:
@@ -74,8 +74,11 @@ def _distill(embedder, dims: int) -> np.ndarray:
 class StaticEmbedder:
     """Mean of distilled token vectors, L2-normalized: `encode(texts) -> (n, dims) float32`."""
 
-    def __init__(self, table: np.ndarray, tokenizer, source_key: str):
+    def __init__(self, table: np.ndarray, tokenizer, source_key: str, max_tokens: int = 254):
         self.table, self.tokenizer, self.source_key = table, tokenizer, source_key
+        #: tokens per text used for the mean: the sentence model's window without [CLS]/[SEP], so
+        #: candidates are judged on the text the re-scoring model sees
+        self.max_tokens = int(max_tokens)
         self.dim = int(table.shape[1])
         self.cache_key = f"static[{source_key}]v{DISTILL_VERSION}d{self.dim}"
         self._skip = np.zeros(len(table), dtype=bool)
@@ -112,19 +115,21 @@ class StaticEmbedder:
         tok = embedder.model.tokenizer
         if not getattr(tok, "is_fast", False):
             raise ItauditError("the static embedder needs a fast (Rust) tokenizer")
-        return cls(table, tok, embedder.cache_key)
+        return cls(table, tok, embedder.cache_key, max_tokens=max(1, embedder.max_length - 2))
 
     def tokenize(self, texts: Sequence[str], batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(token ids of all texts concatenated, tokens per text), special tokens dropped, each
-        text cut to `MAX_TOKENS` (the sentence model sees no more)."""
+        text cut to `max_tokens` (the sentence model sees no more). The Rust tokenizer runs on all
+        CPUs here (TOKENIZERS_PARALLELISM is off elsewhere so that forks stay safe)."""
         backend = self.tokenizer.backend_tokenizer
         backend.no_truncation()
-        cut = MAX_TOKENS * 8
+        cut = self.max_tokens * 8
         flats, lens = [], []
         for s in range(0, len(texts), batch_size):
             part = [t[:cut] if len(t) > cut else t for t in texts[s:s + batch_size]]
-            encs = backend.encode_batch_fast(part, add_special_tokens=False)
-            ids = [e.ids[:MAX_TOKENS] for e in encs]
+            with _tokenizer_parallelism():
+                encs = backend.encode_batch_fast(part, add_special_tokens=False)
+            ids = [e.ids[:self.max_tokens] for e in encs]
             ln = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
             flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(ln.sum()))
             keep = ~self._skip[flat]
@@ -139,22 +144,26 @@ class StaticEmbedder:
         return np.concatenate(flats), np.concatenate(lens)
 
     def pool(self, flat: np.ndarray, lens: np.ndarray, weights: np.ndarray | None = None,
-             chunk: int = 1 << 20) -> np.ndarray:
-        """(n, dim) float32 weighted sums of token vectors per text (not normalized)."""
+             chunk: int = 1 << 22) -> np.ndarray:
+        """(n, dim) float32 weighted sums of token vectors per text (not normalized).
+
+        A sparse (texts x vocabulary) matrix of token counts times the table: each distinct token
+        of a text costs one row of work, however often it repeats; groups of ~`chunk` tokens."""
+        from scipy.sparse import csr_matrix
+
         out = np.zeros((len(lens), self.dim), dtype=np.float32)
         ends = np.cumsum(lens)
         starts = ends - lens
         row = 0
-        while row < len(lens):  # texts in groups of ~`chunk` tokens: bounded temporary memory
-            stop = int(np.searchsorted(ends, starts[row] + chunk, side="right"))
-            stop = max(stop, row + 1)
+        while row < len(lens):
+            stop = max(int(np.searchsorted(ends, starts[row] + chunk, side="right")), row + 1)
             a, b = int(starts[row]), int(ends[stop - 1])
-            vals = self.table[flat[a:b]]
-            if weights is not None:
-                vals *= weights[flat[a:b], None]
-            nz = np.flatnonzero(lens[row:stop]) + row
-            if len(nz):
-                out[nz] = np.add.reduceat(vals, starts[nz] - a, axis=0)
+            toks = flat[a:b]
+            rows = np.repeat(np.arange(stop - row), lens[row:stop])
+            vals = weights[toks] if weights is not None else np.ones(len(toks), dtype=np.float32)
+            counts = csr_matrix((vals.astype(np.float32, copy=False), (rows, toks)),
+                                shape=(stop - row, len(self.table)))
+            out[row:stop] = counts @ self.table
             row = stop
         return out
 
@@ -178,6 +187,20 @@ class StaticEmbedder:
 
     def __repr__(self) -> str:
         return f"StaticEmbedder({self.cache_key!r}, dim={self.dim})"
+
+
+@contextmanager
+def _tokenizer_parallelism() -> Iterator[None]:
+    """TOKENIZERS_PARALLELISM=true for one call (the Rust side reads it per call), then restored."""
+    prev = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if prev is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = prev
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
