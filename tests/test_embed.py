@@ -56,14 +56,21 @@ class Counting:
         return self.inner.encode(texts, batch_size=batch_size)
 
 
-def test_encode_matches_bare_sentence_transformers_normalized(embedder) -> None:
+@pytest.mark.parametrize("backend", ["torch", "torch-bf16"])
+def test_encode_matches_bare_sentence_transformers_normalized(backend) -> None:
+    embedder = Embedder(backend=backend)
     texts = [r["instruction"] for r in ROWS] + ["word " * 600]  # one text far beyond 256 tokens
     v = embedder.encode(texts)
     assert v.dtype == np.float32 and v.shape == (len(texts), 384) == (len(texts), embedder.dim)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     bare = embedder.model.encode(texts, normalize_embeddings=True)
-    np.testing.assert_allclose(v, bare, atol=1e-5)
-    assert embedder.model_id == "all-MiniLM-L6-v2" and "|L256|torch" in embedder.cache_key
+    if backend == "torch":
+        np.testing.assert_allclose(v, bare, atol=1e-5)
+    else:  # bf16 matrix products: the same direction to four nines, never the same cache entry
+        assert np.min(np.sum(v * bare, axis=1)) > 0.9999
+        assert np.abs(v - bare).max() > 1e-6
+    assert embedder.model_id == "all-MiniLM-L6-v2" and embedder.cache_key.endswith(f"|L256|{backend}")
+    assert embedder.source_key == embedder.cache_key.rsplit("|", 1)[0]
     # semantics: a paraphrase is closer than an unrelated text
     q = embedder.encode(["Which city is the capital of France?"])[0]
     assert q @ v[1] > 0.8 > q @ v[5]

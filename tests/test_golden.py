@@ -55,13 +55,12 @@ def _snapshot(store, dataset: str) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def _run(tmp_path_factory, backend: str) -> dict:
     from itaudit.embed import Embedder
     from itaudit.store import Store
 
     tmp = tmp_path_factory.mktemp("golden")
-    embedder = Embedder()
+    embedder = Embedder(backend=backend)
     got = {}
     with Store(tmp / "g.duckdb") as store:
         for name, path in DATASETS.items():
@@ -74,17 +73,22 @@ def results(tmp_path_factory):
     return got
 
 
-def same(a, b, *, subset: bool = False) -> bool:
-    """Equal, floats to 1e-6 (ints and bools exactly). With `subset`, a dict `a` may hold keys `b`
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return _run(tmp_path_factory, "torch")  # the golden file holds float32 cosines
+
+
+def same(a, b, *, subset: bool = False, tol: float = 1e-6) -> bool:
+    """Equal, floats to `tol` (ints and bools exactly). With `subset`, a dict `a` may hold keys `b`
     lacks (summaries may gain keys)."""
     if isinstance(a, float) or isinstance(b, float):
         return isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-            and not isinstance(b, bool) and a == pytest.approx(b, rel=1e-6, abs=1e-6)
+            and not isinstance(b, bool) and a == pytest.approx(b, rel=tol, abs=tol)
     if isinstance(a, dict) and isinstance(b, dict):
         keys_ok = b.keys() <= a.keys() if subset else a.keys() == b.keys()
-        return keys_ok and all(same(a[k], b[k], subset=subset) for k in b)
+        return keys_ok and all(same(a[k], b[k], subset=subset, tol=tol) for k in b)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y, subset=subset) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same(x, y, subset=subset, tol=tol) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
@@ -122,3 +126,15 @@ def test_golden_fixture_exercises_every_check(results):
     """The fixture is only useful if each check flags something on it."""
     flagged = {c: sum(1 for r in v["rows"] if r[1]) for c, v in results["golden_alpaca"].items()}
     assert all(flagged[c] > 0 for c in CHECKS), flagged
+
+
+def test_bf16_embeddings_give_the_golden_flags_clusters_and_pairs(tmp_path_factory):
+    """The default backend on bf16 CPUs: same decisions as float32, cosines within 1e-3."""
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    have = _run(tmp_path_factory, "torch-bf16")
+    for ds, checks in golden.items():
+        for check, want in checks.items():
+            got = have[ds][check]
+            assert [r[:2] for r in got["rows"]] == [r[:2] for r in want["rows"]], f"{ds}/{check}: flags"
+            assert [p[:2] for p in got["pairs"]] == [p[:2] for p in want["pairs"]], f"{ds}/{check}: pairs"
+            assert same(got["rows"], want["rows"], tol=2e-3), f"{ds}/{check}: scores, clusters, details"

@@ -94,7 +94,7 @@ class StaticEmbedder:
         from .model import Embedder
 
         embedder = embedder or Embedder()
-        key = hashlib.sha1(f"{embedder.cache_key}|{dims}|{SIF_COEF}|{DISTILL_VERSION}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(f"{_source_key(embedder)}|{dims}|{SIF_COEF}|{DISTILL_VERSION}".encode()).hexdigest()[:16]
         path = (cache or cache_dir()) / f"{key}.safetensors"
         table = None
         if path.exists():
@@ -106,7 +106,7 @@ class StaticEmbedder:
             table = _distill(embedder, dims)
             try:
                 with atomic_path(path) as tmp:
-                    save_file({"table": table}, str(tmp), metadata={"source": embedder.cache_key})
+                    save_file({"table": table}, str(tmp), metadata={"source": _source_key(embedder)})
             except OSError as e:  # a read-only cache is not fatal: the table is in memory
                 if not path.exists():
                     import warnings
@@ -115,7 +115,7 @@ class StaticEmbedder:
         tok = embedder.model.tokenizer
         if not getattr(tok, "is_fast", False):
             raise ItauditError("the static embedder needs a fast (Rust) tokenizer")
-        return cls(table, tok, embedder.cache_key, max_tokens=max(1, embedder.max_length - 2))
+        return cls(table, tok, _source_key(embedder), max_tokens=max(1, embedder.max_length - 2))
 
     def tokenize(self, texts: Sequence[str], batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(token ids of all texts concatenated, tokens per text), special tokens dropped, each
@@ -187,6 +187,12 @@ class StaticEmbedder:
 
     def __repr__(self) -> str:
         return f"StaticEmbedder({self.cache_key!r}, dim={self.dim})"
+
+
+def _source_key(embedder) -> str:
+    """The sentence model + window the table is distilled from (its precision does not matter:
+    the distillation runs in float32)."""
+    return getattr(embedder, "source_key", None) or embedder.cache_key
 
 
 @contextmanager
