@@ -82,6 +82,12 @@ def test_bulk_equals_per_record_on_escapes_and_optional_fields(tmp_path, monkeyp
     {"instruction": "a", "output": "b", "history": "x"},
     "[1, 2]",
     '{"instruction": "a", "output": NaN}',
+    {"instruction": True, "output": "b"},                # a boolean (Python rejects it)
+    {"instruction": "a", "output": "b", "system": {"x": "y"}},  # an object where a string goes
+    {"instruction": "a", "output": "b", "category": ["c"]},
+    {"instruction": "a", "output": "b", "history": []},  # an empty history still goes the slow way
+    {"instruction": "a", "output": None, "response": None},  # no response at all
+    '{"instruction": "a", "output": "b"} x',             # trailing garbage
 ])
 def test_unusual_records_use_the_per_record_path(tmp_path, monkeypatch, odd):
     path = _write(tmp_path / "t.jsonl", [TRICKY[0], odd, TRICKY[1]])
@@ -136,3 +142,12 @@ def test_pieces_and_a_bad_record_in_a_later_piece(tmp_path, monkeypatch):
     (slow, slow_rej), (fast, fast_rej), n = _ingest_both(tmp_path, _write(tmp_path / "u.jsonl", recs), monkeypatch,
                                                          skip_invalid=True)
     assert n is None and fast.equals(slow) and fast_rej.equals(slow_rej) and slow.height == len(recs) - 1
+
+
+def test_leading_whitespace_and_empty_objects_keys(tmp_path, monkeypatch):
+    # indented lines are valid JSON lines and stay on the bulk path; raw keeps the indent
+    path = tmp_path / "t.jsonl"
+    path.write_text(' \t{"instruction": "a", "output": "b"}\n{"output": "d", "instruction": "c", "input": ""}\n',
+                    encoding="utf-8")
+    slow, fast, n = _ingest_both(tmp_path, path, monkeypatch)
+    assert n == 2 and fast.equals(slow) and fast["raw"][0].startswith(" \t{")

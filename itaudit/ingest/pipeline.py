@@ -25,7 +25,7 @@ BATCH = 20_000
 # json.dumps(..., ensure_ascii=False) builds a new encoder per call; reuse one (same output).
 _JSON = json.JSONEncoder(ensure_ascii=False)
 _JSON_RAW = json.JSONEncoder(ensure_ascii=False, default=str)
-INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "512MB")
+INGEST_MEMORY_LIMIT = os.environ.get("ITAUDIT_INGEST_MEMORY_LIMIT", "1GB")
 REJECTED_RAW_CHARS = 10_000  # raw text kept per rejected row
 BATCH_CHARS = 32_000_000  # flush a batch once it holds this many characters of text
 NORMALIZER_VERSION = "4"  # 4: raw JSON once per record
@@ -60,6 +60,20 @@ def content_hash(t: formats.Turn, history_json: str | None = None) -> str:
         history_json = _JSON.encode(t.history) if t.history else None
     key = _JSON.encode([t.system, history_json, t.instruction, t.input, t.response])
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def _history_json(history: list[dict[str, str]], encoded: dict[int, tuple[dict, str]]) -> str:
+    """json.dumps(history, ensure_ascii=False), encoding each message once per record: the turns
+    of a conversation share the message dicts of their common history (formats._dialogue), and
+    encoding the whole history again for every turn was quadratic in the conversation length.
+    json.dumps writes a list as '[' + ', '.join(items) + ']', so the text is identical."""
+    parts = []
+    for m in history:
+        hit = encoded.get(id(m))
+        if hit is None or hit[0] is not m:  # the dict is kept with its text: an id is never stale
+            hit = encoded[id(m)] = (m, _JSON.encode(m))
+        parts.append(hit[1])
+    return "[" + ", ".join(parts) + "]"
 
 
 def _turns(records: Iterator[Record], fmt: str, path: Path, reject) -> Iterator[tuple[Record, formats.Turn]]:
@@ -223,16 +237,18 @@ def ingest(
             first = None
         counted = _counting(_chain(*bad_lead, *([first] if first is not None else []), records), bar)
         last_rec, last_raw = None, None
+        encoded: dict[int, tuple[dict, str]] = {}  # id(message) -> (message, its JSON), one record's
         for rec, t in _turns(counted, fmt, path, reject):
             if not allow_empty and not t.response.strip():
                 reject(rec, formats.FieldError("response", "empty response"))
                 continue
-            hist = _JSON.encode(t.history) if t.history else None
-            h = content_hash(t, hist)
             new_record = rec is not last_rec
             if new_record:  # the raw JSON of a multi-turn record is computed and stored once
                 last_rec = rec
                 last_raw = rec.raw if rec.raw is not None else _JSON_RAW.encode(rec.data)
+                encoded.clear()
+            hist = _history_json(t.history, encoded) if t.history else None
+            h = content_hash(t, hist)
             c_idx.append(n_rows)
             c_iid.append(f"{rec.row}-{t.turn}-{h[:10]}")
             c_row.append(rec.row)
