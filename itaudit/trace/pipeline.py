@@ -59,7 +59,8 @@ class ResponseTrace:
 class TraceConfig:
     top_k: int = 5                 # sources kept per span
     max_occurrences: int = 200     # a match occurring more often is too common to attribute
-    neighbours_k: int = 20         # FAISS neighbours of prompt and response
+    neighbours_k: int = 10         # conceptual neighbours of prompt and response (listing only: the
+                                   # similarity of every lexical source is computed exactly anyway)
     max_words: int = 8             # longest candidate span
     min_candidate_score: float = 0.0
     threshold: float = DEFAULT_THRESHOLD   # likely source: span evidence (prior x specificity) >= this
@@ -75,7 +76,7 @@ class Neighbours:
     def __init__(self, store: Store, dataset: str, index_dir: str | Path | None = None, show_progress: bool = False):
         from ..index import load_index
 
-        self.store, self.dataset = store, dataset
+        self.store, self.dataset, self.show_progress = store, dataset, show_progress
         idir = Path(index_dir or default_index_dir())
         try:
             self.index = load_index(idir, dataset, self.FIELD, store=store)
@@ -93,7 +94,8 @@ class Neighbours:
             from ..index.fast import neighbours_for
 
             scores, idx = neighbours_for(self.store, self.dataset, texts or [], k, field=self.FIELD,
-                                         embedder=self.embedder, query_vectors=vecs)
+                                         embedder=self.embedder, query_vectors=vecs,
+                                         show_progress=self.show_progress)
         else:
             scores, idx = self.index.search(vecs, k)
         return [{int(i): float(s) for s, i in zip(sr, ir, strict=True) if i >= 0} for sr, ir in zip(scores, idx, strict=True)]
@@ -147,8 +149,10 @@ class Tracer:
         return rw
 
     # -- one response -------------------------------------------------------------------------
-    def trace_one(self, item: TraceItem, query_vecs: np.ndarray | None = None) -> ResponseTrace:
-        """Trace one response. `query_vecs`: (2, dim) prompt and response embeddings, if any."""
+    def trace_one(self, item: TraceItem, query_vecs: np.ndarray | None = None,
+                  found: list[dict[int, float]] | None = None) -> ResponseTrace:
+        """Trace one response. `query_vecs`: (2, dim) prompt and response embeddings, if any;
+        `found`: their neighbours when already searched (`trace` searches all responses at once)."""
         cfg = self.config
         t0 = time.perf_counter()
         ws = words_with_offsets(item.response)
@@ -162,7 +166,9 @@ class Tracer:
                                                skip_common=True) if cands else []
         neigh: dict[int, float] = {}
         if self.neighbours is not None and query_vecs is not None:
-            for d in self.neighbours.search(query_vecs, cfg.neighbours_k, [item.instruction, item.response]):
+            if found is None:
+                found = self.neighbours.search(query_vecs, cfg.neighbours_k, [item.instruction, item.response])
+            for d in found:
                 for i, s in d.items():
                     neigh[i] = max(neigh.get(i, -1.0), s)
         near_occ: dict[int, list[int]] = {}
@@ -190,14 +196,19 @@ class Tracer:
 
     def trace(self, items: list[TraceItem]) -> list[ResponseTrace]:
         """Trace responses (pure: reads the indexes, writes nothing)."""
-        vecs = None
+        vecs, found = None, None
         if self.neighbours is not None and items:
-            vecs = self.neighbours.encode([it.instruction for it in items] + [it.response for it in items])
+            texts = [it.instruction for it in items] + [it.response for it in items]
+            vecs = self.neighbours.encode(texts)
+            # every query at once: the candidate rows are embedded in one length-sorted pass
+            found = self.neighbours.search(vecs, self.config.neighbours_k, texts)
         out = []
         with progress_bar("trace", total=len(items), unit="responses", enabled=self.show_progress) as bar:
             for k, it in enumerate(items):
-                q = None if vecs is None else np.stack([vecs[k], vecs[len(items) + k]])
-                out.append(self.trace_one(it, q))
+                q = f = None
+                if vecs is not None and found is not None:
+                    q, f = np.stack([vecs[k], vecs[len(items) + k]]), [found[k], found[len(items) + k]]
+                out.append(self.trace_one(it, q, f))
                 bar.advance()
         return out
 
