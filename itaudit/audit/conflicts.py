@@ -135,6 +135,19 @@ def neighbour_pairs(vecs: np.ndarray, threshold: float, k: int, *, chunk: int = 
     return out
 
 
+def eligible_rows(ins: list[str], res: list[str], hist: list[str], sysp: list[str],
+                  include_followups: bool) -> np.ndarray:
+    """Positions of the rows `judge_pair` can find in conflict (the others it always rejects)."""
+    shared: dict[tuple[str, str], int] = {}
+    if not include_followups:
+        for h, sp in zip(hist, sysp, strict=True):
+            if h:
+                shared[(h, sp)] = shared.get((h, sp), 0) + 1
+    return np.asarray([i for i in range(len(ins))
+                       if not is_open_ended(ins[i]) and not is_code(res[i])
+                       and (include_followups or not hist[i] or shared[(hist[i], sysp[i])] > 1)], dtype=np.int64)
+
+
 def judge_pair(ins_a: str, inp_a: str, res_a: str, ins_b: str, inp_b: str, res_b: str,
                max_chars: int = 3000) -> tuple[list[dict], str]:
     """(contradicting claims, reason) for one pair of rows; claims are empty unless it is a conflict."""
@@ -190,20 +203,26 @@ class ConflictingNeighbors(Step):
         frame = ctx.instances()
         n = frame.height
         idx = frame["idx"].to_numpy().astype(np.int64)
-        if p.exact_search:
-            vecs = ctx.vectors(p.field)
-            cand = neighbour_pairs(vecs, p.threshold, p.k, show_progress=getattr(ctx, "show_progress", False))
-        else:
-            from ..embed import field_texts
-            from ..index.fast import similar_pairs
-
-            cand = similar_pairs(field_texts(frame, p.field), p.threshold,
-                                 lambda pos: ctx.vectors(p.field, idx=idx[pos]), k=p.k)
         hist = frame["history"].cast(pl.Utf8).fill_null("").to_list() if "history" in frame.columns else [""] * n
         sysp = frame["system"].fill_null("").to_list() if "system" in frame.columns else [""] * n
         ins = frame["instruction"].fill_null("").to_list()
         inp = frame["input"].fill_null("").to_list()
         res = frame["response"].fill_null("").to_list()
+        # Neighbours are searched among the rows that can be in a conflict at all: a closed task
+        # (not open-ended), not a program, and (unless follow-ups are included) a first turn or a
+        # turn whose history another row shares.
+        pos = eligible_rows(ins, res, hist, sysp, p.include_followups)
+        if p.exact_search:
+            vecs = ctx.vectors(p.field)[pos]
+            sub = neighbour_pairs(vecs, p.threshold, p.k, show_progress=getattr(ctx, "show_progress", False))
+        else:
+            from ..embed import field_texts
+            from ..index.fast import similar_pairs
+
+            texts = field_texts(frame, p.field)
+            sub = similar_pairs([texts[x] for x in pos], p.threshold,
+                                lambda q: ctx.vectors(p.field, idx=idx[pos[q]]), k=p.k)
+        cand = {(int(pos[a]), int(pos[b])): c for (a, b), c in sub.items()}
         score = np.zeros(n)
         count = np.zeros(n, dtype=np.int64)
         partner = np.full(n, -1, dtype=np.int64)
@@ -236,6 +255,7 @@ class ConflictingNeighbors(Step):
                    for r in range(n)]
         summary = {
             "n_rows": n,
+            "n_rows_searched": len(pos),
             "n_candidate_pairs": len(cand),
             "n_followup_pairs_skipped": n_followup_skipped,
             "n_conflict_pairs": len(pairs),
