@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _esc  # what JSONEncoder(ensure_ascii=False) uses
 from pathlib import Path
 
 import duckdb
@@ -62,18 +63,45 @@ def content_hash(t: formats.Turn, history_json: str | None = None) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
-def _history_json(history: list[dict[str, str]], encoded: dict[int, tuple[dict, str]]) -> str:
-    """json.dumps(history, ensure_ascii=False), encoding each message once per record: the turns
-    of a conversation share the message dicts of their common history (formats._dialogue), and
-    encoding the whole history again for every turn was quadratic in the conversation length.
-    json.dumps writes a list as '[' + ', '.join(items) + ']', so the text is identical."""
-    parts = []
-    for m in history:
-        hit = encoded.get(id(m))
-        if hit is None or hit[0] is not m:  # the dict is kept with its text: an id is never stale
-            hit = encoded[id(m)] = (m, _JSON.encode(m))
-        parts.append(hit[1])
-    return "[" + ", ".join(parts) + "]"
+class _RecordHashes:
+    """History JSON and content_hash of the turns of one record, each message encoded and hashed
+    once: the turns of a conversation share the message dicts of their common history
+    (formats._dialogue), and encoding and hashing the whole history again for every turn was
+    quadratic in the conversation length. The texts are those of `content_hash`: json.dumps
+    writes a list as '[' + ', '.join(items) + ']' and escapes a string character by character,
+    so the escaped history is '[' + ', '.join(escaped items) + ']' and the sha1 of the key can
+    be fed the shared prefix once (hashlib state copies)."""
+
+    def __init__(self) -> None:
+        self.system: object = self  # not a valid system: the first turn starts afresh
+        self.start = hashlib.sha1()
+        self.msgs: list[tuple[dict, str, object]] = []  # (message, its JSON, sha1 state after it)
+
+    def turn(self, t: formats.Turn) -> tuple[str | None, str]:
+        if not t.history:
+            return None, content_hash(t, None)
+        if t.system != self.system or self.system is self:
+            self.system = t.system
+            self.start = hashlib.sha1(f"[{_enc(t.system)}, \"[".encode())
+            self.msgs.clear()
+        msgs, hist = self.msgs, t.history
+        n = 0
+        while n < len(msgs) and n < len(hist) and msgs[n][0] is hist[n]:
+            n += 1
+        del msgs[n:]
+        for i in range(n, len(hist)):
+            m = hist[i]
+            text = _JSON.encode(m)
+            state = (msgs[-1][2] if msgs else self.start).copy()
+            state.update(((", " if i else "") + _esc(text)[1:-1]).encode())
+            msgs.append((m, text, state))
+        h = msgs[len(hist) - 1][2].copy()
+        h.update(f"]\", {_enc(t.instruction)}, {_enc(t.input)}, {_enc(t.response)}]".encode())
+        return "[" + ", ".join(m[1] for m in msgs[:len(hist)]) + "]", h.hexdigest()
+
+
+def _enc(v: str | None) -> str:
+    return "null" if v is None else _esc(v)
 
 
 def _turns(records: Iterator[Record], fmt: str, path: Path, reject) -> Iterator[tuple[Record, formats.Turn]]:
@@ -237,7 +265,6 @@ def ingest(
             first = None
         counted = _counting(_chain(*bad_lead, *([first] if first is not None else []), records), bar)
         last_rec, last_raw = None, None
-        encoded: dict[int, tuple[dict, str]] = {}  # id(message) -> (message, its JSON), one record's
         for rec, t in _turns(counted, fmt, path, reject):
             if not allow_empty and not t.response.strip():
                 reject(rec, formats.FieldError("response", "empty response"))
@@ -246,9 +273,8 @@ def ingest(
             if new_record:  # the raw JSON of a multi-turn record is computed and stored once
                 last_rec = rec
                 last_raw = rec.raw if rec.raw is not None else _JSON_RAW.encode(rec.data)
-                encoded.clear()
-            hist = _history_json(t.history, encoded) if t.history else None
-            h = content_hash(t, hist)
+                hashes = _RecordHashes()
+            hist, h = hashes.turn(t)
             c_idx.append(n_rows)
             c_iid.append(f"{rec.row}-{t.turn}-{h[:10]}")
             c_row.append(rec.row)
