@@ -24,9 +24,9 @@ def test_settings_restored(tmp_path: Path):
     bad = tmp_path / "b.jsonl"
     bad.write_text(json.dumps({"instruction": "a", "output": 5}) + "\n", encoding="utf-8")
     with Store(tmp_path / "db.duckdb") as st:
-        st.conn.execute("SET memory_limit = '3GB'")
-        st.conn.execute("SET checkpoint_threshold = '7MB'")
-        before = _settings(st)
+        st.conn.execute("SET memory_limit = '2GiB'")
+        st.conn.execute("SET checkpoint_threshold = '8MiB'")
+        before = _settings(st)  # values that read back exactly (settings read back rounded)
         ingest(st, good, "g", show_progress=False)
         assert _settings(st) == before
         with pytest.raises(InputError):
