@@ -61,3 +61,21 @@ def test_oasst_tree_branches(tmp_path: Path):
     got, want = _stored_and_expected(tmp_path, [TREE, TREE], formats.oasst_tree)
     assert got == want and len(want) == 10
     assert len({w[3] for w in want}) == 5  # each branch hashes differently; the copy the same
+
+
+def test_small_batches_written_in_the_background_give_the_same_rows(tmp_path: Path, monkeypatch):
+    from itaudit.ingest import pipeline
+
+    recs = CONVS * 5 + [{"conversations": [{"from": "gpt", "value": "only the assistant"}]}]
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in recs), encoding="utf-8")
+    frames = []
+    for batch in (pipeline.BATCH, 2):  # 2: many inserts, each written while the next is built
+        monkeypatch.setattr(pipeline, "BATCH", batch)
+        with Store(tmp_path / f"b{batch}.duckdb") as st:
+            r = ingest(st, path, "s", skip_invalid=True, show_progress=False)
+            frames.append((st.query("SELECT * EXCLUDE (dataset) FROM instances ORDER BY idx"),
+                           st.query("SELECT * EXCLUDE (dataset) FROM rejected_rows"), r.n_rows, r.n_rejected))
+    (a, ra, na, ja), (b, rb, nb, jb) = frames
+    assert a.equals(b) and ra.equals(rb) and (na, ja) == (nb, jb) == (a.height, 1)
+    assert a["idx"].to_list() == list(range(a.height))

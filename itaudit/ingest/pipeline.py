@@ -21,6 +21,7 @@ from ..progress import progress_bar
 from ..store import Store
 from . import bulk, formats
 from .readers import Record, file_kind, read_records
+from .writer import background_inserts
 
 BATCH = 20_000
 # json.dumps(..., ensure_ascii=False) builds a new encoder per call; reuse one (same output).
@@ -240,7 +241,7 @@ def ingest(
             "reason": err.reason, "raw": raw[:REJECTED_RAW_CHARS],
         })
         if len(rejected) >= BATCH:  # a file of mostly bad rows must not pile them up in RAM
-            store.insert_frame("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
+            inserts.submit("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
             rejected.clear()
 
     allow_empty = fmt in formats.PROMPT_ONLY
@@ -258,12 +259,14 @@ def ingest(
         n = len(c_idx)
         if n:
             cols["dataset"] = [name] * n
-            store.insert_frame("instances", pl.DataFrame(cols, schema=_SCHEMA))
+            inserts.submit("instances", pl.DataFrame(cols, schema=_SCHEMA))  # written while we go on
             for v in cols.values():
                 v.clear()
         held = 0
 
-    with _memory_limit(store), store.transaction() as conn, progress_bar(f"ingest {name}", total=None, unit="records", enabled=show_progress) as bar:
+    with (_memory_limit(store), store.transaction() as conn,
+          progress_bar(f"ingest {name}", total=None, unit="records", enabled=show_progress) as bar,
+          background_inserts(store) as inserts):
         for table in ("instances", "rejected_rows"):
             conn.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         conn.execute("DELETE FROM datasets WHERE name = ?", [name])
@@ -306,7 +309,8 @@ def ingest(
         flush()
         n_source = bar.count
         if rejected:
-            store.insert_frame("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
+            inserts.submit("rejected_rows", pl.DataFrame(rejected, schema=_REJECT_SCHEMA))
+        inserts.wait()
         if n_rows == 0:
             raise InputError(str(path), None, None, "no valid instances in file")
         conn.execute(
