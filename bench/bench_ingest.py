@@ -6,6 +6,9 @@
 2. A generated 1M-row Alpaca-style jsonl (100k with quick=True): rows/s and peak RSS of the
    whole ingest, measured in a child process (VmHWM from /proc/self/status), against
    `polars.read_ndjson` and against the per-record path (ITAUDIT_INGEST_BULK=0).
+3. For both, a floor: DuckDB only writing the rows itaudit stored (INSERT from Arrow, COMMIT,
+   CHECKPOINT, with the ingest's settings), timed alone; its ratio bounds what any ingest that
+   stores these rows can reach.
 Both targets of issue 11 (ShareGPT vs duckdb read_json, 1M rows vs polars) print in one run.
 
 `python -m bench --only ingest [--quick]`.
@@ -43,6 +46,25 @@ elif mode == "polars":
     import polars as pl
     df = pl.read_ndjson(path, infer_schema_length=None)
     rows = n_source = df.height
+elif mode == "write":
+    # The floor: DuckDB writing the rows itaudit stored (read back from `path`, an itaudit
+    # database, untimed) into a fresh database with the ingest's settings, in one transaction.
+    import duckdb
+    from itaudit.ingest.pipeline import INGEST_MEMORY_LIMIT
+    from itaudit.store import Store
+    src = duckdb.connect(path, read_only=True)
+    rows_table = src.sql("SELECT * FROM instances ORDER BY idx").to_arrow_table()
+    n_source = src.execute("SELECT n_source FROM datasets").fetchall()[0][0]
+    src.close()
+    rows = rows_table.num_rows
+    st = Store(db)
+    st.conn.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    st.conn.execute("SET checkpoint_threshold = '1MB'")
+    t0 = time.perf_counter()
+    with st.transaction() as conn:
+        conn.execute("INSERT INTO instances SELECT * FROM rows_table")
+    st.conn.execute("CHECKPOINT")
+    st.close()
 secs = time.perf_counter() - t0
 def vm_hwm() -> int:
     # VmHWM belongs to this process image; ru_maxrss survives exec and would report the peak of
@@ -105,6 +127,7 @@ def run(data_dir: Path, quick: bool = False) -> list[dict]:
             ours = _child("itaudit", big, tmp / "a.duckdb")
             duck = _child("duckdb", big, tmp / "b.duckdb")
             pol = _child("polars", big, tmp / "c.duckdb")
+            floor = _child("write", tmp / "a.duckdb", tmp / "d.duckdb")
             mb = big.stat().st_size / 2**20
             note = (f"{big.name} ({mb:.0f} MiB, {ours['n_source']:,} records -> {ours['rows']:,} instances); "
                     f"load average {os.getloadavg()[0]:.1f}")
@@ -113,6 +136,10 @@ def run(data_dir: Path, quick: bool = False) -> list[dict]:
             rows.append(_row("records/s vs duckdb read_json", ours_rps, duck["rows"] / duck["seconds"], "records/s", note))
             rows.append(_row("records/s vs polars.read_ndjson", ours_rps, pol["rows"] / pol["seconds"], "records/s", note))
             rows.append(_row("instances/s (itaudit only)", ours["rows"] / ours["seconds"], None, "rows/s", "one row per assistant turn"))
+            rows.append(_row("floor: DuckDB writing the same rows, records/s vs duckdb read_json",
+                             floor["n_source"] / floor["seconds"], duck["rows"] / duck["seconds"], "records/s",
+                             "INSERT of itaudit's stored rows from Arrow + COMMIT + CHECKPOINT, nothing else: "
+                             "the best ratio an ingest storing these rows can reach"))
             rows.append(_row("peak RSS vs duckdb read_json", ours["peak_rss"] / 2**20, duck["peak_rss"] / 2**20, "MiB", big.name))
             rows.append(_row("peak RSS vs polars.read_ndjson", ours["peak_rss"] / 2**20, pol["peak_rss"] / 2**20, "MiB", big.name))
         # (2) generated 1M-row jsonl: bounded memory
@@ -122,8 +149,12 @@ def run(data_dir: Path, quick: bool = False) -> list[dict]:
         ours = _child("itaudit", gen, tmp / "gen.duckdb")
         pol = _child("polars", gen, tmp / "gen_pl.duckdb")
         per_record = _child("itaudit", gen, tmp / "gen_pr.duckdb", ITAUDIT_INGEST_BULK="0")
+        floor = _child("write", tmp / "gen.duckdb", tmp / "gen_floor.duckdb")
         note = f"generated {n:,}-row alpaca jsonl ({size / 2**20:.0f} MiB); load average {os.getloadavg()[0]:.1f}"
         rows.append(_row(f"rows/s, {n:,} rows vs polars.read_ndjson", ours["rows"] / ours["seconds"], pol["rows"] / pol["seconds"], "rows/s", note))
+        rows.append(_row(f"floor: DuckDB writing the same {n:,} rows, rows/s vs polars.read_ndjson",
+                         floor["rows"] / floor["seconds"], pol["rows"] / pol["seconds"], "rows/s",
+                         "INSERT of itaudit's stored rows from Arrow + COMMIT + CHECKPOINT, nothing else"))
         rows.append(_row(f"rows/s, {n:,} rows: bulk path vs per-record path", ours["rows"] / ours["seconds"],
                          per_record["rows"] / per_record["seconds"], "rows/s", "ITAUDIT_INGEST_BULK=0 for the baseline"))
         rows.append(_row(f"peak RSS, {n:,} rows vs polars.read_ndjson", ours["peak_rss"] / 2**20, pol["peak_rss"] / 2**20, "MiB", note + "; whole process incl. imports"))
