@@ -149,3 +149,32 @@ def test_ivfpq_refine_vectors_saved_and_memory_mapped(store, tmp_path, embedder)
     (tmp_path / "idx" / "toy" / vi.meta["vectors_file"]).write_bytes(b"torn")
     with pytest.raises(Exception, match="vectors"):
         load_index(tmp_path / "idx", "toy", "instruction", "ivfpq")
+
+
+def test_similar_pairs_row_budget_stops_early_and_estimates_what_it_left(static, embedder) -> None:
+    """On large data the re-scoring has a row budget; what it leaves is sampled and extrapolated."""
+    forms = ["{}", "Please answer: {}", "{} Thanks a lot.", "Quick question: {}", "{} (a short answer is fine)"]
+    texts = [f.format(t) for t in TOPICS for f in forms]
+    full = embedder.encode(texts)
+    sims = full @ full.T
+    thr = 0.85
+    truth = {(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if sims[i, j] >= thr}
+    asked: list[int] = []
+
+    def exact(pos: np.ndarray) -> np.ndarray:
+        asked.extend(pos.tolist())
+        return full[pos]
+
+    unbounded: dict = {}
+    all_pairs = similar_pairs(texts, thr, exact, static=static, stats=unbounded)
+    assert not unbounded["stopped_by_budget"] and unbounded["est_recall"] is None
+    asked.clear()
+    st: dict = {}
+    got = similar_pairs(texts, thr, exact, static=static, max_exact_rows=15, stats=st)
+    assert st["stopped_by_budget"] and st["n_exact_rows"] < unbounded["n_exact_rows"]
+    assert len(got) < len(all_pairs) and set(got) <= truth          # fewer, never false
+    assert all(abs(got[p] - sims[p]) < 1e-5 for p in got)
+    # the estimate of what was left is of the right size (the truth within the candidates is known here)
+    missed = len(set(all_pairs) - set(got))
+    assert missed > 0 and 0.5 * missed <= st["est_missed_pairs"] <= 2 * missed
+    assert 0 < st["est_recall"] < 1

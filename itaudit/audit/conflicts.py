@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from ..index import exact_index
+from ..index.fast import budget_note, budget_summary
 from ..progress import progress_bar
 from ..steps.base import Params, Step
 from .base import CheckResult
@@ -183,6 +184,7 @@ class ConflictParams(Params):
     # False: static-embedding candidates re-scored with the sentence model (itaudit.index.fast);
     # True: embed every prompt with the sentence model and search exactly (slow)
     exact_search: bool = False
+    max_exact_rows: int = 5000   # re-scoring budget of the fast path (0 = none), as in near_duplicates
 
 
 class ConflictingNeighbors(Step):
@@ -212,6 +214,7 @@ class ConflictingNeighbors(Step):
         # (not open-ended), not a program, and (unless follow-ups are included) a first turn or a
         # turn whose history another row shares.
         pos = eligible_rows(ins, res, hist, sysp, p.include_followups)
+        fast_stats: dict = {}
         if p.exact_search:
             vecs = ctx.vectors(p.field)[pos]
             sub = neighbour_pairs(vecs, p.threshold, p.k, show_progress=getattr(ctx, "show_progress", False))
@@ -221,7 +224,8 @@ class ConflictingNeighbors(Step):
 
             texts = field_texts(frame, p.field)
             sub = similar_pairs([texts[x] for x in pos], p.threshold,
-                                lambda q: ctx.vectors(p.field, idx=idx[pos[q]]), k=p.k)
+                                lambda q: ctx.vectors(p.field, idx=idx[pos[q]]), k=p.k,
+                                max_exact_rows=p.max_exact_rows or None, stats=fast_stats)
         cand = {(int(pos[a]), int(pos[b])): c for (a, b), c in sub.items()}
         score = np.zeros(n)
         count = np.zeros(n, dtype=np.int64)
@@ -263,6 +267,7 @@ class ConflictingNeighbors(Step):
             "pct_flagged": round(100 * flag.sum() / n, 3) if n else 0.0,
             "reasons": claim_types,
             "candidates_by_outcome": why,
+            **budget_summary(self.name, fast_stats),
         }
         embedder = getattr(ctx, "embedder", None)
         params = {**p.as_dict(), "model": getattr(embedder, "cache_key", None)}
@@ -274,7 +279,10 @@ class ConflictingNeighbors(Step):
     def render_text(self, result: CheckResult) -> list[str]:
         s = result.summary
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.get("reasons", {}).items()))
-        return [f"{s.get('n_conflict_pairs', 0)} conflict pairs" + (f" ({kinds})" if kinds else "")]
+        out = [f"{s.get('n_conflict_pairs', 0)} conflict pairs" + (f" ({kinds})" if kinds else "")]
+        if s.get("embedding_budget_hit"):
+            out.append(budget_note(s))
+        return out
 
     def render_html(self, view: Any) -> str:
         """From the report's `CheckView` of the stored run (`itaudit.report.view`)."""

@@ -21,6 +21,7 @@ import polars as pl
 from datasketch import MinHash, MinHashLSH
 
 from ..index import exact_index
+from ..index.fast import budget_note, budget_summary
 from ..progress import progress_bar
 from ..steps.base import Params, Step
 from ..text import shingles as text_shingles
@@ -164,6 +165,9 @@ class NearDuplicatesParams(Params):
     # False: static-embedding candidates re-scored with the sentence model (itaudit.index.fast);
     # True: embed every row with the sentence model and range-search exactly (slow)
     exact_search: bool = False
+    # at most this many rows re-scored with the sentence model (the time budget on large data;
+    # when it binds the summary estimates the pairs left unfound); 0 = no budget
+    max_exact_rows: int = 5000
 
 
 class NearDuplicates(Step):
@@ -182,8 +186,11 @@ class NearDuplicates(Step):
 
     def render_text(self, result: CheckResult) -> list[str]:
         s = result.summary
-        return [f"{s['n_clusters']:,} clusters",
-                f"{s['n_pairs']:,} pairs ({s['n_pairs_embedding']:,} by embedding, {s['n_pairs_minhash']:,} by MinHash)"]
+        out = [f"{s['n_clusters']:,} clusters",
+               f"{s['n_pairs']:,} pairs ({s['n_pairs_embedding']:,} by embedding, {s['n_pairs_minhash']:,} by MinHash)"]
+        if s.get("embedding_budget_hit"):
+            out.append(budget_note(s))
+        return out
 
 
 def near_duplicates(ctx, **params) -> CheckResult:
@@ -193,18 +200,19 @@ def near_duplicates(ctx, **params) -> CheckResult:
 
 def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float, num_perm: int, shingle: int,
                      max_words: int, max_pairs_per_row: int, use_embedding: bool, use_minhash: bool,
-                     exact_search: bool = False) -> CheckResult:
+                     exact_search: bool = False, max_exact_rows: int = 5000) -> CheckResult:
     frame = ctx.instances()
     n = frame.height
     idx = frame["idx"].to_numpy().astype(np.int64)
     show = ctx.show_progress
     vecs = ctx.vectors(field) if use_embedding and exact_search else None
+    fast_stats: dict = {}
     if use_embedding and not exact_search:  # cosine evidence only for the pairs it finds
         from ..embed import field_texts
         from ..index.fast import similar_pairs
 
         emb = similar_pairs(field_texts(frame, field), threshold, lambda pos: ctx.vectors(field, idx=idx[pos]),
-                            max_per_row=max_pairs_per_row)
+                            max_per_row=max_pairs_per_row, max_exact_rows=max_exact_rows or None, stats=fast_stats)
     else:
         emb = embedding_pairs(vecs, threshold, max_per_row=max_pairs_per_row, show_progress=show) if use_embedding else {}
     shingles = instance_shingles(frame, shingle, max_words)
@@ -255,10 +263,12 @@ def _near_duplicates(ctx, field: str, threshold: float, jaccard_threshold: float
         "n_redundant": int(in_cluster.sum()) - n_clusters,
         "pct_in_clusters": round(100 * in_cluster.sum() / n, 3) if n else 0.0,
         "largest_cluster": int(sizes.max()) if n else 0,
+        **budget_summary("near_duplicates", fast_stats),
     }
     params = {"field": field, "threshold": threshold, "jaccard_threshold": jaccard_threshold, "num_perm": num_perm,
               "shingle": shingle, "max_words": max_words, "max_pairs_per_row": max_pairs_per_row,
               "model": ctx.embedder.cache_key if use_embedding else None,
-              "use_embedding": use_embedding, "use_minhash": use_minhash, "exact_search": exact_search}
+              "use_embedding": use_embedding, "use_minhash": use_minhash, "exact_search": exact_search,
+              "max_exact_rows": max_exact_rows}
     return CheckResult("near_duplicates", ctx.dataset, idx, in_cluster, best * in_cluster, summary=summary,
                        params=params, cluster_id=cluster, details=details, pairs=pairs)

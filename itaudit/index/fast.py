@@ -29,6 +29,7 @@ STATIC_FLOOR = 0.5
 BAND = 0.02        # width of a band of static cosine
 STOP_RATE = 0.002  # stop descending once a band's hit rate falls below this (and it had >= MIN_BAND pairs)
 MIN_BAND = 200
+SAMPLE_PER_BAND = 10  # candidates scored per band the row budget did not reach (recall estimate)
 CHUNK = 2048
 
 _STATIC: dict[str, object] = {}
@@ -78,18 +79,22 @@ def _static_candidates(sv: np.ndarray, floor: float, per_row: int) -> tuple[np.n
 
 def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.ndarray], np.ndarray], *,
                   k: int | None = None, max_per_row: int = 50, static=None, floor: float = STATIC_FLOOR,
+                  max_exact_rows: int | None = None, sample_per_band: int = SAMPLE_PER_BAND,
                   stats: dict | None = None) -> dict[tuple[int, int], float]:
     """Pairs (i < j, positions in `texts`) whose exact cosine is >= `threshold`.
 
     `exact(positions)` returns L2-normalized sentence-model vectors of those rows (aligned). With
     `k`, only pairs among each row's k nearest (by exact cosine among the candidates) are kept, as
-    an exact k-NN search followed by the threshold would. `stats` (a dict) receives counts: rows
-    and pairs scored exactly, bands, the static cosine where descending stopped.
+    an exact k-NN search followed by the threshold would. `max_exact_rows` bounds the rows sent
+    to `exact` while descending (the time budget of a large dataset): when it binds, `sample_per_band`
+    random candidates of every band not reached are scored too, and `stats` gets an estimate of
+    the pairs left unfound (`est_missed_pairs`, `est_recall`). `stats` (a dict) also receives
+    counts: rows and pairs scored exactly, the static cosine where descending stopped.
     """
     n = len(texts)
     out: dict[tuple[int, int], float] = {}
     st = {"n_texts": n, "n_distinct": 0, "n_candidates": 0, "n_exact_rows": 0, "n_exact_pairs": 0,
-          "stopped_at_static": None}
+          "stopped_at_static": None, "stopped_by_budget": False, "est_missed_pairs": 0.0, "est_recall": None}
     if n < 2:
         if stats is not None:
             stats.update(st)
@@ -119,6 +124,19 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
         a, b, c = a[by], b[by], c[by]
         vecs: dict[int, np.ndarray] = {}
         hits_u: list[tuple[int, int, float]] = []
+
+        def score(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
+            need = sorted({int(x) for x in np.concatenate([ua, ub]) if int(x) not in vecs})
+            if need:
+                got = np.asarray(exact(rep[np.asarray(need, dtype=np.int64)]), dtype=np.float32)
+                for u, v in zip(need, got, strict=True):
+                    vecs[u] = v
+            cos = np.einsum("ij,ij->i", np.stack([vecs[int(x)] for x in ua]), np.stack([vecs[int(x)] for x in ub]))
+            ok = cos >= threshold
+            hits_u.extend((int(x), int(y), float(z)) for x, y, z in zip(ua[ok], ub[ok], cos[ok], strict=True))
+            st["n_exact_pairs"] += len(ua)
+            return ok
+
         top = 1.0
         start = 0
         while start < len(c):
@@ -130,31 +148,47 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
                     break
                 continue
             ua, ub = a[start:end], b[start:end]
-            need = sorted({int(x) for x in np.concatenate([ua, ub]) if int(x) not in vecs})
-            if need:
-                got = np.asarray(exact(rep[np.asarray(need, dtype=np.int64)]), dtype=np.float32)
-                for u, v in zip(need, got, strict=True):
-                    vecs[u] = v
-            cos = np.einsum("ij,ij->i", np.stack([vecs[int(x)] for x in ua]), np.stack([vecs[int(x)] for x in ub]))
-            ok = cos >= threshold
-            hits_u += [(int(x), int(y), float(z)) for x, y, z in zip(ua[ok], ub[ok], cos[ok], strict=True)]
-            st["n_exact_pairs"] += end - start
+            if max_exact_rows is not None and vecs:
+                new = len({int(x) for x in np.concatenate([ua, ub])} - vecs.keys())
+                if len(vecs) + new > max_exact_rows:
+                    st["stopped_by_budget"], st["stopped_at_static"] = True, round(float(top), 3)
+                    break
+            ok = score(ua, ub)
             start, top = end, lo
             if len(ua) >= MIN_BAND and ok.mean() < STOP_RATE:
                 st["stopped_at_static"] = round(float(lo), 3)
                 break
+        rate: dict[int, float] = {}
+        band = np.floor((top - c[start:]) / BAND).astype(np.int64) if start < len(c) else np.zeros(0, np.int64)
+        if st["stopped_by_budget"] and start < len(c):
+            # what the budget left: a random sample of every band below is scored (its hit rate
+            # extrapolates to the band's unscored candidates, after the free pass below)
+            rng = np.random.default_rng(0)
+            for bi in np.unique(band):
+                members = np.flatnonzero(band == bi) + start
+                pick = np.sort(rng.choice(members, min(sample_per_band, len(members)), replace=False))
+                rate[int(bi)] = float(score(a[pick], b[pick]).mean())
         # below the stop: candidates whose rows both got exact vectors anyway cost nothing to score
+        # (this includes the sampled ones: `hits_u` is deduplicated below)
         if start < len(c) and vecs:
             have = np.zeros(len(uniq), dtype=bool)
             have[list(vecs)] = True
-            rest = np.flatnonzero(have[a[start:]] & have[b[start:]]) + start
+            scored = have[a[start:]] & have[b[start:]]
+            rest = np.flatnonzero(scored) + start
             if len(rest):
                 ua, ub = a[rest], b[rest]
                 cos = np.einsum("ij,ij->i", np.stack([vecs[int(x)] for x in ua]), np.stack([vecs[int(x)] for x in ub]))
                 ok = cos >= threshold
                 hits_u += [(int(x), int(y), float(z)) for x, y, z in zip(ua[ok], ub[ok], cos[ok], strict=True)]
                 st["n_exact_pairs"] += len(rest)
+            if rate:
+                left = np.bincount(band[~scored], minlength=int(band.max()) + 1)
+                st["est_missed_pairs"] = round(float(sum(r * left[bi] for bi, r in rate.items())), 1)
         st["n_exact_rows"] = len(vecs)
+        hits_u = list({(x, y): (x, y, z) for x, y, z in hits_u}.values())
+        if st["stopped_by_budget"]:
+            found = len(hits_u)
+            st["est_recall"] = round(found / (found + st["est_missed_pairs"]), 4) if found else None
         if k is not None:  # keep each row's k nearest among its exact hits
             per: dict[int, list[tuple[float, int]]] = {}
             for x, y, z in hits_u:
@@ -246,4 +280,20 @@ def neighbours_for(store, dataset: str, texts: Sequence[str], k: int = 10, *, fi
 _DATASET_STATIC: dict[tuple, tuple] = {}
 
 
-__all__ = ["neighbours_for", "similar_pairs", "static_embedder", "unique_texts"]
+def budget_note(s: dict) -> str:
+    """The line a check prints when the re-scoring budget bound (`similar_pairs` stats in `s`)."""
+    return (f"re-scoring budget reached ({s['n_exact_rows']:,} rows embedded, stopped at static cosine "
+            f"{s['stopped_at_static']}): about {s['est_missed_pairs']:,.0f} more embedding pairs estimated below "
+            f"(recall ~{s['est_recall']}); raise -s {s['check']}.max_exact_rows for more")
+
+
+def budget_summary(check: str, st: dict) -> dict:
+    """Summary keys of the fast path's re-scoring (empty for the exact path)."""
+    if not st:
+        return {}
+    return {"check": check, "n_exact_rows": st["n_exact_rows"], "stopped_at_static": st["stopped_at_static"],
+            "embedding_budget_hit": st["stopped_by_budget"], "est_missed_pairs": st["est_missed_pairs"],
+            "est_recall": st["est_recall"]}
+
+
+__all__ = ["budget_note", "budget_summary", "neighbours_for", "similar_pairs", "static_embedder", "unique_texts"]
