@@ -26,17 +26,18 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import polars as pl
 
+from .. import text as text_mod
 from ..errors import ItauditError
 from ..paths import atomic_path, atomic_write_text
 from ..progress import progress_bar
 from ..store import Store
-from .tokenize import TOKENIZER_VERSION, raw_words, words_with_offsets
+from .tokenize import TOKENIZER_VERSION, words_with_offsets
 
 INDEX_VERSION = 1
 SEP = 0          # document separator id
@@ -319,18 +320,31 @@ def suffix_array_numpy(tokens: np.ndarray) -> np.ndarray:
         k *= 2
 
 
+TOKENIZE_CHUNK = 20_000  # documents tokenized per polars call (bounds the word lists in memory)
+
+
 def build_from_texts(docs: list[tuple[int, int, str]], n_instances: int, meta: dict[str, Any] | None = None,
                      show_progress: bool = False) -> SpanIndex:
     """Build from (instance idx, field code, text) documents. Field codes index `FIELDS`."""
     t0 = time.perf_counter()
     docs = [d for d in docs if d[2]]
+    # Raw words of every document, ids in first-seen order (what a per-document loop over
+    # `raw_words` gives), tokenized by polars a chunk of documents at a time.
+    raw_vocab: dict[str, int] = {}
+    parts: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
     with progress_bar("spans: tokenize", total=len(docs), unit="docs", enabled=show_progress) as bar:
-        raw_vocab: dict[str, int] = {}
-        seqs: list[list[int]] = []
-        setdefault = raw_vocab.setdefault
-        for _, _, text in docs:
-            seqs.append([setdefault(w, len(raw_vocab)) for w in raw_words(text)])
-            bar.advance()
+        for c0 in range(0, len(docs), TOKENIZE_CHUNK):
+            chunk = [d[2] for d in docs[c0:c0 + TOKENIZE_CHUNK]]
+            lists = text_mod.word_lists(chunk, text_mod.WORD, lower=False)
+            counts.append(lists.list.len().to_numpy().astype(np.int64))
+            flat = lists.explode().drop_nulls()
+            for w in flat.unique(maintain_order=True).to_list():
+                raw_vocab.setdefault(w, len(raw_vocab))
+            new = flat.unique()
+            parts.append(flat.replace_strict(new, [raw_vocab[w] for w in new.to_list()],
+                                             return_dtype=pl.Int64).to_numpy() if len(flat) else np.zeros(0, np.int64))
+            bar.advance(len(chunk))
     # Fold raw (cased) words onto lowercased ids: 0 is the separator, words are 1..V.
     lower_id: dict[str, int] = {}
     vocab = [""]
@@ -342,8 +356,13 @@ def build_from_texts(docs: list[tuple[int, int, str]], n_instances: int, meta: d
             j = lower_id[lw] = len(vocab)
             vocab.append(lw)
         remap[i] = j
-    lengths = np.fromiter((len(s) + 1 for s in seqs), dtype=np.int64, count=len(seqs))
-    flat = np.fromiter(chain.from_iterable(s + [-1] for s in seqs), dtype=np.int64, count=int(lengths.sum()))
+    n_words = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    lengths = n_words + 1
+    # each document's word ids followed by -1 (the separator slot)
+    flat = np.full(int(lengths.sum()), -1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    words_flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    flat[np.repeat(starts, n_words) + (np.arange(len(words_flat)) - np.repeat(np.cumsum(n_words) - n_words, n_words))] = words_flat
     tokens = np.where(flat >= 0, remap[np.clip(flat, 0, None)] if len(remap) else 0, SEP).astype(np.int32)
     doc_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     doc_idx = np.array([d[0] for d in docs], dtype=np.int64)
