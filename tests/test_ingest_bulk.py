@@ -52,6 +52,9 @@ TRICKY = [
     {"instruction": "a", "input": None, "response": "b", "category": "cat", "source": None, "dataset": "src"},
     {"instruction": "x", "output": "y", "task": "t", "generator": "g", "history": None, "extra": 5},
     {"instruction": "  padded  ", "input": "i", "output": "  o ", "system": ""},
+    # no backslash anywhere in the line (the key is built without escaping): non-ASCII, DEL,
+    # U+2028, which json.dumps(ensure_ascii=False) leaves as they are
+    {"instruction": "naïve 日本\u2028x", "output": "del\x7f 😀", "input": "", "category": "c"},
 ]
 
 

@@ -61,6 +61,11 @@ def _json_str(x: str) -> str:
     return f"CASE WHEN {x} IS NULL THEN 'null' ELSE '\"' || {e} || '\"' END"
 
 
+def _quoted(x: str) -> str:
+    """SQL for json.dumps(x) of a VARCHAR expression that holds nothing to escape."""
+    return f"CASE WHEN {x} IS NULL THEN 'null' ELSE concat('\"', {x}, '\"') END"
+
+
 CHUNK_BYTES = 64 << 20  # lines are read, checked and inserted this many bytes at a time
 BATCH_ROWS = 16_384  # rows per Arrow record batch handed to DuckDB (its unit of parallel work)
 
@@ -162,10 +167,16 @@ def _insert(conn: duckdb.DuckDBPyConnection, spec: dict, name: str, n: int) -> i
     # 2. content_hash = sha1(json.dumps([system, history, instruction, input, response]))
     key = ", ', ', ".join([_json_str("system"), "'null'", _json_str("instruction"), _json_str("input"),
                            _json_str("response")])  # one concat: 10% less than a chain of ||
+    # A line without a backslash has no value json.dumps would escape (a quote, a backslash or a
+    # control character must be escaped in JSON, and DuckDB refuses raw control characters), so
+    # its key is the values quoted as they are: no per-field test, no replace.
+    plain = ", ', ', ".join([_quoted("system"), "'null'", _quoted("instruction"), _quoted("input"),
+                             _quoted("response")])
     conn.execute(f"""
         INSERT INTO instances (dataset, idx, instance_id, source_row, turn, system, history, instruction,
                                input, response, category, source, content_hash, raw)
         SELECT ?, source_row, source_row || '-0-' || left(h, 10), source_row, 0, system, NULL, instruction,
                input, response, category, source, h, line
-        FROM (SELECT *, sha1(concat('[', {key}, ']')) AS h FROM ({rows}))""", [name])
+        FROM (SELECT *, sha1(CASE WHEN contains(line, '\\') THEN concat('[', {key}, ']')
+                                  ELSE concat('[', {plain}, ']') END) AS h FROM ({rows}))""", [name])
     return n
