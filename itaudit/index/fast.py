@@ -77,6 +77,18 @@ def _static_candidates(sv: np.ndarray, floor: float, per_row: int) -> tuple[np.n
     return a[first], b[first], c[first]
 
 
+def _prefix_within(ua: np.ndarray, ub: np.ndarray, have, room: int) -> int:
+    """Length of the longest prefix of pairs (ua, ub) needing at most `room` rows not in `have`."""
+    seen: set[int] = set()
+    for i, (x, y) in enumerate(zip(ua.tolist(), ub.tolist(), strict=True)):
+        for r in (x, y):
+            if r not in have and r not in seen:
+                seen.add(r)
+                if len(seen) > room:
+                    return i
+    return len(ua)
+
+
 def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.ndarray], np.ndarray], *,
                   k: int | None = None, max_per_row: int = 50, static=None, floor: float = STATIC_FLOOR,
                   max_exact_rows: int | None = None, sample_per_band: int = SAMPLE_PER_BAND,
@@ -148,10 +160,15 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
                     break
                 continue
             ua, ub = a[start:end], b[start:end]
-            if max_exact_rows is not None and vecs:
+            if max_exact_rows is not None:
                 new = len({int(x) for x in np.concatenate([ua, ub])} - vecs.keys())
                 if len(vecs) + new > max_exact_rows:
-                    st["stopped_by_budget"], st["stopped_at_static"] = True, round(float(top), 3)
+                    # the band's best pairs whose new rows still fit, then stop
+                    fit = _prefix_within(ua, ub, vecs.keys(), max_exact_rows - len(vecs))
+                    if fit:
+                        score(ua[:fit], ub[:fit])
+                    start += fit
+                    st["stopped_by_budget"], st["stopped_at_static"] = True, round(float(c[start - 1] if fit else top), 3)
                     break
             ok = score(ua, ub)
             start, top = end, lo
