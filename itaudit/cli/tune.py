@@ -16,8 +16,7 @@ class Method(str, Enum):
 
 
 def register(app: typer.Typer) -> None:
-    from ..tune.data import WHERE_HELP
-    from ..tune.train import DEFAULT_TARGETS
+    from ..tune.options import DEFAULT_TARGETS, WHERE_HELP
 
     @app.command()
     def tune(

@@ -23,12 +23,6 @@ from ..usersql import NO_FILES_HINT, is_file_access_error, sandboxed_query
 
 IGNORE = -100
 
-WHERE_HELP = (
-    "SQL predicate selecting training rows. `i` is the instances table (columns idx, instruction, "
-    "input, response, category, source, ...; unqualified names resolve to it); any table or view "
-    "of the database can be used in subqueries, e.g. check_results (dataset, check_name, idx, flag, "
-    "score), latest_checks, check_pairs, style_features, novelty_scores."
-)
 
 
 def select_instances(store: Store, dataset: str, where: str | None = None, rows: int | None = None, *,

@@ -34,9 +34,8 @@ from ..progress import progress_bar
 from ..store import Store
 from ..threads import with_torch_threads
 from .data import IGNORE, Example, build_examples, collate, rows_sha, select_instances
+from .options import DEFAULT_LR, DEFAULT_TARGETS
 
-DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MARKER = "itaudit_tune.json"
 CKPT_DIR = "checkpoints"
 
