@@ -24,7 +24,7 @@ fi
 
 # 1. ingest -> 2. audit -> 3. filter -> 4. report
 run ingest "$SRC" --name alpaca --skip-invalid
-run audit alpaca -c exact_duplicates,duplicate_instructions,near_duplicates,conflicting_neighbors,style,contamination,risk \
+run audit alpaca -c exact_duplicates,duplicate_instructions,near_duplicates,conflicting_neighbors,style,verifier,contamination,risk \
     -s "contamination.against=$EVAL"
 run filter alpaca --policy default --out "$OUT/alpaca_clean.jsonl"
 run report alpaca --html "$OUT/alpaca_report.html"
