@@ -154,3 +154,18 @@ def test_leading_whitespace_and_empty_objects_keys(tmp_path, monkeypatch):
                     encoding="utf-8")
     slow, fast, n = _ingest_both(tmp_path, path, monkeypatch)
     assert n == 2 and fast.equals(slow) and fast["raw"][0].startswith(" \t{")
+
+
+def test_record_counts_with_progress_per_piece(tmp_path, monkeypatch):
+    # the bulk path advances the progress bar piece by piece; n_source comes from that count, so
+    # a fallback after some pieces must not count those records twice
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 150)
+    recs = [dict(r, instruction=f"{r['instruction']} {i}") for i in range(3) for r in TRICKY]
+    good = _write(tmp_path / "g.jsonl", recs)
+    bad = _write(tmp_path / "b.jsonl", [*recs, {"instruction": "a", "output": 5}])
+    with Store(tmp_path / "db.duckdb") as st:
+        r = ingest(st, good, "g", show_progress=False)
+        assert (r.n_source, r.n_rows, r.n_rejected) == (len(recs), len(recs), 0)
+        r = ingest(st, bad, "b", skip_invalid=True, show_progress=False)
+        assert (r.n_source, r.n_rows, r.n_rejected) == (len(recs) + 1, len(recs), 1)
+        assert st.dataset_info("b")["n_source"] == len(recs) + 1

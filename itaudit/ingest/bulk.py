@@ -12,6 +12,7 @@ the same JSON text, built in SQL), raw text and columns.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -102,10 +103,12 @@ def read_lines(data: bytes, first_row: int) -> pl.DataFrame | None:
     return df.with_row_index("source_row", offset=first_row).with_columns(pl.col("source_row").cast(pl.Int64))
 
 
-def ingest_flat(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str, name: str) -> int | None:
+def ingest_flat(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str, name: str,
+                advance: Callable[[int], None] | None = None) -> int | None:
     """Insert the rows of a flat-format jsonl file into `instances` (inside the caller's
     transaction) and return the record count, or None when any record needs the per-record
-    path (the rows of earlier pieces are then deleted again, in the same transaction)."""
+    path (the rows of earlier pieces are then deleted again, in the same transaction).
+    `advance(n)` is called after each piece with its record count (a progress bar)."""
     spec = _FLAT.get(fmt)
     if spec is None:
         return None
@@ -133,6 +136,8 @@ def ingest_flat(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str, name: str
                 conn.execute("DELETE FROM instances WHERE dataset = ?", [name])
             return None
         n += done
+        if advance is not None:
+            advance(done)
     return n or None
 
 

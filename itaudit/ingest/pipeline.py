@@ -272,9 +272,11 @@ def ingest(
         conn.execute("DELETE FROM datasets WHERE name = ?", [name])
         n_bulk = None
         if BULK and not bad_lead and fmt in bulk.FORMATS and path.is_file() and file_kind(path) == "jsonl":
-            n_bulk = bulk.ingest_flat(conn, path, fmt, name)  # None: some record needs the path below
+            # progress per 64 MiB piece; None: some record needs the path below (which counts again)
+            n_bulk = bulk.ingest_flat(conn, path, fmt, name, bar.advance)
+            if n_bulk is None:
+                bar.update(completed=0)
         if n_bulk is not None:
-            bar.advance(n_bulk)
             n_rows, records = n_bulk, iter(())
             first = None
         counted = _counting(_chain(*bad_lead, *([first] if first is not None else []), records), bar)
