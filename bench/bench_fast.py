@@ -267,6 +267,18 @@ def end_to_end(data_dir: Path, rows: list[dict], full_sharegpt: bool) -> None:
                              f"target <= 600 s; CPU time {r[1]['cpu_seconds']:.0f} s; fresh DB; load average at "
                              f"start {load:.1f}"))
             rows.append(_row("full ShareGPT audit peak RSS", r[1]["peak_rss"] / 2**30, 6.0, "GiB", "target <= 6 GiB"))
+            from itaudit.store import Store
+
+            with Store(db3) as store:  # what the re-scoring budget did on this run
+                for check, summary in store.query(
+                        "SELECT check_name, summary FROM latest_checks WHERE dataset = 'sharegpt' "
+                        "AND check_name IN ('near_duplicates', 'conflicting_neighbors')").iter_rows():
+                    sm = json.loads(summary)
+                    secs = sm.get("seconds", float("nan"))
+                    rows.append(_row(f"full ShareGPT {check}: MiniLM rows", sm.get("n_exact_rows"), sm["n_rows"], "rows",
+                                     f"{secs:.0f} s; budget hit: {sm.get('embedding_budget_hit')}, stopped at static "
+                                     f"{sm.get('stopped_at_static')}, est. pairs missed {sm.get('est_missed_pairs')}, "
+                                     f"est. recall {sm.get('est_recall')} (pairs of distinct texts)"))
 
 
 def run(data_dir: Path, quick: bool = False) -> list[dict]:
