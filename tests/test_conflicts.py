@@ -156,3 +156,24 @@ def test_multiple_choice_letters_resolve_to_their_options() -> None:
     other = contradictions("Sugar is used for energy. So the final answer is (E).",
                            "Sugar is used for energy. So the final answer is (B).", prompt_a=pa, prompt_b=pb)
     assert [c["type"] for c in other] == ["final_answer"] and other[0]["b"] == "heat"
+
+
+def test_multiple_choice_questions_must_ask_the_same_thing() -> None:
+    """Real CoT-collection pairs (ECQA, AQuA, CREAK): close prompts, shared options, different tasks."""
+    opts = "\nOptions:\n- eat more\n- starve\n- period of recovery\n- jogging"
+    a = ("Use reasoning to lead to the answer of the following question:\nWhen getting in shape, this is something "
+         "that does wonders?" + opts)
+    b = "Use reasoning to lead to the answer of the following question:\nWhen getting in shape you need to have this in between workouts?" + opts
+    assert judge_pair(a, "", "Jogging burns calories. So the final answer is jogging.", b, "",
+                      "Muscles recover. So the final answer is period of recovery.") == ([], "different questions over options")
+    # the same question reworded on one side only still conflicts
+    claims, _ = judge_pair(a, "", "So the final answer is jogging.", "Please answer. " + a, "", "So the final answer is starve.")
+    assert [c["type"] for c in claims] == ["final_answer"]
+    mc = "\nOptions:\n(A) 20 km/hr\n(B) 24 km/hr\n(C) 30 km/hr"
+    assert judge_pair("A boy runs 200 metres in 30 seconds. What is his speed?" + mc, "", "The answer: (B).",
+                      "A boy runs 200 metres in 24 seconds. What is his speed?" + mc, "", "The answer: (C).")[1] \
+        == "slot values differ"   # 30 sits in both prompts (an option), not in both questions
+    claim = "\nIs the above claim true?\nOptions:\n- yes\n- no"
+    assert judge_pair("System administrators have great power over a network." + claim, "", "The answer: yes.",
+                      "System administrators have no power over a network." + claim, "", "The answer: no.") \
+        == ([], "one prompt negates")

@@ -32,7 +32,7 @@ from ..index.fast import budget_note, budget_summary
 from ..progress import progress_bar
 from ..steps.base import Params, Step
 from .base import CheckResult
-from .claims import NUMBER, contradictions, negated_claims, tokens
+from .claims import _OPTION, NUMBER, contradictions, negated_claims, tokens
 
 CLAIM_CONFIDENCE = {"final_answer": 1.0, "number": 1.0, "entity": 0.9, "yes_no": 1.0, "label": 0.9, "negation": 0.8, "order": 0.9}
 
@@ -97,17 +97,73 @@ def prompt_slots(text: str) -> set[str]:
     return out
 
 
+def _slots_differ(a: str, b: str) -> bool:
+    """Whether a value a task is posed on (number, name, quoted string) is in one text only."""
+    all_a = {t.norm for t in tokens(a)} | {a.lower()}
+    all_b = {t.norm for t in tokens(b)} | {b.lower()}
+    return any(x not in all_b and x not in b.lower() for x in prompt_slots(a)) or \
+        any(x not in all_a and x not in a.lower() for x in prompt_slots(b))
+
+
+_NEGATION = {"no", "not", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without"}
+
+
+def _negations(text: str) -> set[str]:
+    """The negation words of a prompt ("n't" counts as "not")."""
+    low = text.lower()
+    out = {t.norm for t in tokens(text) if t.norm in _NEGATION}
+    if "n't" in low or "n’t" in low:
+        out.add("not")
+    return out
+
+
+_OPTIONS_MARK = re.compile(r"(?:^|\n)\s*(?:options|choices|answer choices)\s*:", re.I)
+
+
+def _stem(prompt: str) -> str:
+    """A prompt without its options list (the whole prompt when it has none)."""
+    text = prompt.replace("\\n", "\n")
+    m = _OPTIONS_MARK.search(text)
+    if m is not None:
+        return text[:m.start()]
+    opts = list(_OPTION.finditer(text))
+    return text[:opts[0].start()] if len(opts) >= 2 else text
+
+
+def _question_over_options(prompt: str) -> str | None:
+    """The question of a multiple-choice prompt (the last line before its options), else None."""
+    stem = _stem(prompt)
+    if len(stem) == len(prompt.replace("\\n", "\n")):
+        return None
+    lines = [ln for ln in stem.splitlines() if ln.strip()]
+    return lines[-1] if lines else None
+
+
+def _values(text: str) -> list[str]:
+    """The numbers and digit-bearing words of a text, with repeats, sorted."""
+    return sorted(t.norm for t in tokens(text) if t.kind == "num" or any(c.isdigit() for c in t.norm))
+
+
 def same_task(prompt_a: str, prompt_b: str, res_a: str, res_b: str) -> tuple[bool, str]:
     """Whether two close prompts pose the same task (not just the same topic); with the reason if not."""
     if prompt_a.strip().lower() == prompt_b.strip().lower():
         return True, "identical"
-    sa, sb = prompt_slots(prompt_a), prompt_slots(prompt_b)
-    all_a = {t.norm for t in tokens(prompt_a)} | {prompt_a.lower()}
-    all_b = {t.norm for t in tokens(prompt_b)} | {prompt_b.lower()}
-    miss_a = {s for s in sa if s not in all_b and s not in prompt_b.lower()}
-    miss_b = {s for s in sb if s not in all_a and s not in prompt_a.lower()}
-    if miss_a or miss_b:
+    if _slots_differ(prompt_a, prompt_b):
         return False, "slot values differ"
+    if _negations(_stem(prompt_a)) != _negations(_stem(prompt_b)):
+        return False, "one prompt negates"   # "have great power" / "have no power": answers flip
+    qa, qb = _question_over_options(prompt_a), _question_over_options(prompt_b)
+    if qa is not None and qb is not None:
+        if _values(qa) != _values(qb):   # "3 children" / "2 children", "perimeter 8P" / "16P"
+            return False, "slot values differ"
+        # choosing among options: the answer follows the question, not the options list, so its
+        # values must match in the questions themselves, and two questions that each ask
+        # something the other does not are two tasks (a rewording adds words on one side only)
+        if _slots_differ(qa, qb):
+            return False, "slot values differ"
+        wa, wb = _content(qa) - _TASK_WORDS, _content(qb) - _TASK_WORDS
+        if wa - wb and wb - wa:
+            return False, "different questions over options"
     ca, cb = _content(prompt_a), _content(prompt_b)
     ra, rb = _content(res_a), _content(res_b)
     only_a = {w for w in ca - cb if w in ra and w not in rb}
