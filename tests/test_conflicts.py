@@ -173,6 +173,10 @@ def test_multiple_choice_questions_must_ask_the_same_thing() -> None:
     assert judge_pair("A boy runs 200 metres in 30 seconds. What is his speed?" + mc, "", "The answer: (B).",
                       "A boy runs 200 metres in 24 seconds. What is his speed?" + mc, "", "The answer: (C).")[1] \
         == "slot values differ"   # 30 sits in both prompts (an option), not in both questions
+    who = "\nOptions:\n(A) V and U\n(B) P and Q\n(C) O and P"
+    assert judge_pair("In case O is the only one on committee B, who serves on A?" + who, "", "The answer: (B).",
+                      "In case N is the only one on committee B, who serves on A?" + who, "", "The answer: (C).")[1] \
+        == "slot values differ"
     claim = "\nIs the above claim true?\nOptions:\n- yes\n- no"
     assert judge_pair("System administrators have great power over a network." + claim, "", "The answer: yes.",
                       "System administrators have no power over a network." + claim, "", "The answer: no.") \

@@ -140,8 +140,11 @@ def _question_over_options(prompt: str) -> str | None:
 
 
 def _values(text: str) -> list[str]:
-    """The numbers and digit-bearing words of a text, with repeats, sorted."""
-    return sorted(t.norm for t in tokens(text) if t.kind == "num" or any(c.isdigit() for c in t.norm))
+    """The numbers, digit-bearing words and one-letter names ("in case O is ...") of a text, with
+    repeats, sorted ("A" and "I" are words, not names)."""
+    return sorted(t.norm if t.kind == "num" or any(c.isdigit() for c in t.norm) else t.raw for t in tokens(text)
+                  if t.kind == "num" or any(c.isdigit() for c in t.norm)
+                  or (len(t.raw) == 1 and t.raw.isupper() and t.raw not in "AI"))
 
 
 def same_task(prompt_a: str, prompt_b: str, res_a: str, res_b: str) -> tuple[bool, str]:
