@@ -339,11 +339,10 @@ def build_from_texts(docs: list[tuple[int, int, str]], n_instances: int, meta: d
             lists = text_mod.word_lists(chunk, text_mod.WORD, lower=False)
             counts.append(lists.list.len().to_numpy().astype(np.int64))
             flat = lists.explode().drop_nulls()
-            for w in flat.unique(maintain_order=True).to_list():
-                raw_vocab.setdefault(w, len(raw_vocab))
-            new = flat.unique()
-            parts.append(flat.replace_strict(new, [raw_vocab[w] for w in new.to_list()],
-                                             return_dtype=pl.Int64).to_numpy() if len(flat) else np.zeros(0, np.int64))
+            seen = flat.unique(maintain_order=True)
+            ids = [raw_vocab.setdefault(w, len(raw_vocab)) for w in seen.to_list()]
+            parts.append(flat.replace_strict(seen, ids, return_dtype=pl.Int64).to_numpy() if len(flat)
+                         else np.zeros(0, np.int64))
             bar.advance(len(chunk))
     # Fold raw (cased) words onto lowercased ids: 0 is the separator, words are 1..V.
     lower_id: dict[str, int] = {}
@@ -359,10 +358,8 @@ def build_from_texts(docs: list[tuple[int, int, str]], n_instances: int, meta: d
     n_words = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     lengths = n_words + 1
     # each document's word ids followed by -1 (the separator slot)
-    flat = np.full(int(lengths.sum()), -1, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     words_flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    flat[np.repeat(starts, n_words) + (np.arange(len(words_flat)) - np.repeat(np.cumsum(n_words) - n_words, n_words))] = words_flat
+    flat = np.insert(words_flat, np.cumsum(n_words), -1)
     tokens = np.where(flat >= 0, remap[np.clip(flat, 0, None)] if len(remap) else 0, SEP).astype(np.int32)
     doc_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     doc_idx = np.array([d[0] for d in docs], dtype=np.int64)
