@@ -120,12 +120,11 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
     rep = np.empty(len(uniq), dtype=np.int64)  # a representative row of each distinct text
     # copies of one text pair with up to max_per_row others, also with k: an exact k-NN picks an
     # arbitrary k among equal copies (ShareGPT 600: recall 0.77 of its pairs with k, 0.996 with 50)
-    per_copy = max_per_row
     for g in groups:
         rep[inv[g[0]]] = g[0]
         if len(g) > 1:
             for x in range(len(g)):
-                for y in g[x + 1: x + 1 + per_copy]:
+                for y in g[x + 1: x + 1 + max_per_row]:
                     out[(int(g[x]), int(y))] = 1.0
     if len(uniq) >= 2:
         sv = static.fit(uniq).vectors
@@ -161,10 +160,8 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
                 continue
             ua, ub = a[start:end], b[start:end]
             if max_exact_rows is not None:
-                new = len({int(x) for x in np.concatenate([ua, ub])} - vecs.keys())
-                if len(vecs) + new > max_exact_rows:
-                    # the band's best pairs whose new rows still fit, then stop
-                    fit = _prefix_within(ua, ub, vecs.keys(), max_exact_rows - len(vecs))
+                fit = _prefix_within(ua, ub, vecs.keys(), max_exact_rows - len(vecs))
+                if fit < len(ua):  # the band's best pairs whose new rows still fit, then stop
                     if fit:
                         score(ua[:fit], ub[:fit])
                     start += fit
@@ -193,11 +190,7 @@ def similar_pairs(texts: Sequence[str], threshold: float, exact: Callable[[np.nd
             scored = have[a[start:]] & have[b[start:]]
             rest = np.flatnonzero(scored) + start
             if len(rest):
-                ua, ub = a[rest], b[rest]
-                cos = np.einsum("ij,ij->i", np.stack([vecs[int(x)] for x in ua]), np.stack([vecs[int(x)] for x in ub]))
-                ok = cos >= threshold
-                hits_u += [(int(x), int(y), float(z)) for x, y, z in zip(ua[ok], ub[ok], cos[ok], strict=True)]
-                st["n_exact_pairs"] += len(rest)
+                score(a[rest], b[rest])  # every row already has its vector: nothing is embedded
             if rate:
                 left = np.bincount(band[~scored], minlength=int(band.max()) + 1)
                 st["est_missed_pairs"] = round(float(sum(r * left[bi] for bi, r in rate.items())), 1)
