@@ -120,23 +120,20 @@ def _negations(text: str) -> set[str]:
 _OPTIONS_MARK = re.compile(r"(?:^|\n)\s*(?:options|choices|answer choices)\s*:", re.I)
 
 
-def _stem(prompt: str) -> str:
-    """A prompt without its options list (the whole prompt when it has none)."""
+def _split_options(prompt: str) -> tuple[str, str | None]:
+    """(the prompt without its options list, the question: the last line before the options, or
+    None when the prompt has no options list)."""
     text = prompt.replace("\\n", "\n")
     m = _OPTIONS_MARK.search(text)
     if m is not None:
-        return text[:m.start()]
-    opts = list(_OPTION.finditer(text))
-    return text[:opts[0].start()] if len(opts) >= 2 else text
-
-
-def _question_over_options(prompt: str) -> str | None:
-    """The question of a multiple-choice prompt (the last line before its options), else None."""
-    stem = _stem(prompt)
-    if len(stem) == len(prompt.replace("\\n", "\n")):
-        return None
-    lines = [ln for ln in stem.splitlines() if ln.strip()]
-    return lines[-1] if lines else None
+        cut = m.start()
+    else:
+        opts = list(_OPTION.finditer(text))
+        if len(opts) < 2:
+            return text, None
+        cut = opts[0].start()
+    lines = [ln for ln in text[:cut].splitlines() if ln.strip()]
+    return text[:cut], (lines[-1] if lines else None)
 
 
 def _values(text: str) -> list[str]:
@@ -153,16 +150,15 @@ def same_task(prompt_a: str, prompt_b: str, res_a: str, res_b: str) -> tuple[boo
         return True, "identical"
     if _slots_differ(prompt_a, prompt_b):
         return False, "slot values differ"
-    if _negations(_stem(prompt_a)) != _negations(_stem(prompt_b)):
+    (stem_a, qa), (stem_b, qb) = _split_options(prompt_a), _split_options(prompt_b)
+    if _negations(stem_a) != _negations(stem_b):
         return False, "one prompt negates"   # "have great power" / "have no power": answers flip
-    qa, qb = _question_over_options(prompt_a), _question_over_options(prompt_b)
     if qa is not None and qb is not None:
-        if _values(qa) != _values(qb):   # "3 children" / "2 children", "perimeter 8P" / "16P"
-            return False, "slot values differ"
         # choosing among options: the answer follows the question, not the options list, so its
-        # values must match in the questions themselves, and two questions that each ask
-        # something the other does not are two tasks (a rewording adds words on one side only)
-        if _slots_differ(qa, qb):
+        # values must match in the questions themselves ("3 children" / "2 children", "perimeter
+        # 8P" / "16P"), and two questions that each ask something the other does not are two
+        # tasks (a rewording adds words on one side only)
+        if _values(qa) != _values(qb) or _slots_differ(qa, qb):
             return False, "slot values differ"
         wa, wb = _content(qa) - _TASK_WORDS, _content(qb) - _TASK_WORDS
         if wa - wb and wb - wa:
